@@ -1,0 +1,753 @@
+/**
+ * The only module that touches `Deno.dlopen`. It declares the libc symbols
+ * strata needs in one table, and wraps each in a thin synchronous function that
+ * turns a `-1` return into an {@linkcode ErrnoError}.
+ *
+ * Everything above this module reaches the kernel through the {@linkcode Libc}
+ * interface, so tests can hand in a recording double where the host cannot do
+ * the real thing (there is no aufs in most kernels).
+ *
+ * libc is opened lazily on the first call of {@linkcode systemLibc}: importing
+ * this module needs no `--allow-ffi`.
+ *
+ * Paths are `string` (encoded as UTF-8) or `Uint8Array` (raw bytes, used as
+ * they are: names from a tar need not be UTF-8).
+ *
+ * @module
+ */
+
+import { Errno, ErrnoError } from "./errno.ts";
+
+export { Errno, ErrnoError, errnoOf, errnoText } from "./errno.ts";
+
+/** A path: a JS string (UTF-8 encoded) or raw bytes without a NUL. */
+export type PathLike = string | Uint8Array;
+
+const ARM = Deno.build.arch === "aarch64";
+
+/** open(2) flags for this architecture. */
+export const O = {
+  RDONLY: 0,
+  WRONLY: 1,
+  RDWR: 2,
+  CREAT: 0o100,
+  EXCL: 0o200,
+  NOCTTY: 0o400,
+  TRUNC: 0o1000,
+  APPEND: 0o2000,
+  NONBLOCK: 0o4000,
+  DIRECTORY: ARM ? 0o40000 : 0o200000,
+  NOFOLLOW: ARM ? 0o100000 : 0o400000,
+  CLOEXEC: 0o2000000,
+  PATH: 0o10000000,
+} as const;
+
+/** `*at` call flags. */
+export const AT = {
+  FDCWD: -100,
+  SYMLINK_NOFOLLOW: 0x100,
+  REMOVEDIR: 0x200,
+  SYMLINK_FOLLOW: 0x400,
+  EMPTY_PATH: 0x1000,
+} as const;
+
+/** openat2(2) `resolve` flags. */
+export const RESOLVE = {
+  NO_XDEV: 0x01n,
+  NO_MAGICLINKS: 0x02n,
+  NO_SYMLINKS: 0x04n,
+  BENEATH: 0x08n,
+  IN_ROOT: 0x10n,
+} as const;
+
+/** File type bits of `st_mode`. */
+export const S = {
+  IFMT: 0o170000,
+  IFSOCK: 0o140000,
+  IFLNK: 0o120000,
+  IFREG: 0o100000,
+  IFBLK: 0o060000,
+  IFDIR: 0o040000,
+  IFCHR: 0o020000,
+  IFIFO: 0o010000,
+} as const;
+
+/** mount(2) flags (as bigint: the C type is `unsigned long`). */
+export const MS = {
+  RDONLY: 0x1n,
+  NOSUID: 0x2n,
+  NODEV: 0x4n,
+  NOEXEC: 0x8n,
+  REMOUNT: 0x20n,
+  BIND: 0x1000n,
+  REC: 0x4000n,
+  SILENT: 0x8000n,
+  UNBINDABLE: 0x20000n,
+  PRIVATE: 0x40000n,
+  SLAVE: 0x80000n,
+  SHARED: 0x100000n,
+} as const;
+
+/** umount2(2) flags. */
+export const MNT = { FORCE: 1, DETACH: 2, EXPIRE: 4 } as const;
+
+/** utimensat: leave this time unchanged. */
+export const UTIME_OMIT = 0x3ffffffe;
+
+/** getdents64 `d_type` values. */
+export const DT = {
+  UNKNOWN: 0,
+  FIFO: 1,
+  CHR: 2,
+  DIR: 4,
+  BLK: 6,
+  REG: 8,
+  LNK: 10,
+  SOCK: 12,
+} as const;
+
+/** What statfs(2) reports. */
+export interface StatFs {
+  /** Filesystem magic (`f_type`), as an unsigned 32-bit number. */
+  type: number;
+  blockSize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  nameLen: number;
+}
+
+/** What statx(2) reports, with nanosecond times. */
+export interface Stat {
+  /** Type and permission bits (`st_mode`). */
+  mode: number;
+  ino: number;
+  devMajor: number;
+  devMinor: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  rdevMajor: number;
+  rdevMinor: number;
+  size: number;
+  atimeSec: number;
+  atimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+}
+
+/** One directory entry from getdents64, with its raw name bytes. */
+export interface DirEntry {
+  name: Uint8Array;
+  ino: number;
+  /** A {@linkcode DT} value; `DT.UNKNOWN` on filesystems that do not fill it. */
+  type: number;
+}
+
+/**
+ * The system calls strata uses. Every method is synchronous, returns its value
+ * or throws {@linkcode ErrnoError}.
+ *
+ * @example
+ * ```ts
+ * import { systemLibc } from "./libc.ts";
+ * const libc = systemLibc();
+ * console.log(libc.statfs("/tmp").type.toString(16));
+ * ```
+ */
+export interface Libc {
+  /** `int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)` */
+  mount(source: string, target: string, fstype: string, flags: bigint, data: string): void;
+  /** `int umount2(const char *target, int flags)` */
+  umount2(target: string, flags: number): void;
+  /** `int statfs(const char *path, struct statfs *buf)` */
+  statfs(path: PathLike): StatFs;
+  /** `int getpagesize(void)` */
+  getpagesize(): number;
+  /** `int rename(const char *old, const char *new)` */
+  rename(oldPath: PathLike, newPath: PathLike): void;
+  /** `int openat(int dirfd, const char *path, int flags, mode_t mode)` */
+  openat(dirfd: number, path: PathLike, flags: number, mode?: number): number;
+  /** `syscall(SYS_openat2, dirfd, path, struct open_how *, sizeof)`; ENOSYS where the kernel lacks it. */
+  openat2(dirfd: number, path: PathLike, flags: number, mode: number, resolve: bigint): number;
+  /** `int close(int fd)` */
+  close(fd: number): void;
+  /** `ssize_t read(int fd, void *buf, size_t n)`; reads into `buf[0..n)`. */
+  read(fd: number, buf: Uint8Array, n?: number): number;
+  /** `ssize_t write(int fd, const void *buf, size_t n)`; loops until all `n` bytes are written. */
+  writeAll(fd: number, buf: Uint8Array, n?: number): void;
+  /** `statx(dirfd, path, flags, STATX_BASIC_STATS, buf)`; `AT.SYMLINK_NOFOLLOW` for lstat. */
+  fstatat(dirfd: number, path: PathLike, flags: number): Stat;
+  /** statx of an open fd (AT_EMPTY_PATH). */
+  fstat(fd: number): Stat;
+  /** `int mkdirat(int dirfd, const char *path, mode_t mode)` */
+  mkdirat(dirfd: number, path: PathLike, mode: number): void;
+  /** `int mknodat(int dirfd, const char *path, mode_t mode, dev_t dev)` */
+  mknodat(dirfd: number, path: PathLike, mode: number, major: number, minor: number): void;
+  /** `int symlinkat(const char *target, int dirfd, const char *path)` */
+  symlinkat(target: PathLike, dirfd: number, path: PathLike): void;
+  /** `int linkat(int olddirfd, const char *old, int newdirfd, const char *new, int flags)` */
+  linkat(
+    oldDirfd: number,
+    oldPath: PathLike,
+    newDirfd: number,
+    newPath: PathLike,
+    flags: number,
+  ): void;
+  /** `int unlinkat(int dirfd, const char *path, int flags)` */
+  unlinkat(dirfd: number, path: PathLike, flags: number): void;
+  /** `int renameat(int olddirfd, const char *old, int newdirfd, const char *new)` */
+  renameat(oldDirfd: number, oldPath: PathLike, newDirfd: number, newPath: PathLike): void;
+  /** `int fchownat(int dirfd, const char *path, uid_t, gid_t, int flags)` */
+  fchownat(dirfd: number, path: PathLike, uid: number, gid: number, flags: number): void;
+  /** `int fchmodat(int dirfd, const char *path, mode_t mode, int flags)` */
+  fchmodat(dirfd: number, path: PathLike, mode: number, flags: number): void;
+  /** `int fchmod(int fd, mode_t mode)` */
+  fchmod(fd: number, mode: number): void;
+  /** `int utimensat(int dirfd, const char *path, const struct timespec t[2], int flags)` */
+  utimensat(
+    dirfd: number,
+    path: PathLike,
+    atimeSec: number,
+    atimeNsec: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+    flags: number,
+  ): void;
+  /** `ssize_t readlinkat(int dirfd, const char *path, char *buf, size_t n)` */
+  readlinkat(dirfd: number, path: PathLike): Uint8Array;
+  /** `int lsetxattr(const char *path, const char *name, const void *value, size_t n, int flags)` */
+  lsetxattr(path: PathLike, name: string, value: Uint8Array): void;
+  /** `int fsetxattr(int fd, const char *name, const void *value, size_t n, int flags)` */
+  fsetxattr(fd: number, name: string, value: Uint8Array): void;
+  /** `ssize_t lgetxattr(const char *path, const char *name, void *v, size_t n)`; null when absent (ENODATA). */
+  lgetxattr(path: PathLike, name: string): Uint8Array | null;
+  /** `ssize_t fgetxattr(int fd, const char *name, void *v, size_t n)`; null when absent. */
+  fgetxattr(fd: number, name: string): Uint8Array | null;
+  /** `ssize_t llistxattr(const char *path, char *list, size_t n)`; names in listing order. */
+  llistxattr(path: PathLike): string[];
+  /** `ssize_t flistxattr(int fd, char *list, size_t n)` */
+  flistxattr(fd: number): string[];
+  /** `int lremovexattr(const char *path, const char *name)` */
+  lremovexattr(path: PathLike, name: string): void;
+  /** All entries of an open directory (getdents64), without `.` and `..`, in kernel order. */
+  readdir(fd: number): DirEntry[];
+  /** `int fsync(int fd)` */
+  fsync(fd: number): void;
+  /** `int syncfs(int fd)` */
+  syncfs(fd: number): void;
+  /** `int ftruncate(int fd, off_t len)` */
+  ftruncate(fd: number, length: number): void;
+}
+
+const SYMBOLS = {
+  /** int mount(const char*, const char*, const char*, unsigned long, const void*) */
+  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "buffer"], result: "i32" },
+  /** int umount2(const char*, int) */
+  umount2: { parameters: ["buffer", "i32"], result: "i32" },
+  /** int statfs(const char*, struct statfs*) */
+  statfs: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** int getpagesize(void) */
+  getpagesize: { parameters: [], result: "i32" },
+  /** int rename(const char*, const char*) */
+  rename: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** int *__errno_location(void) */
+  __errno_location: { parameters: [], result: "pointer" },
+  /** int openat(int, const char*, int, mode_t) */
+  openat: { parameters: ["i32", "buffer", "i32", "u32"], result: "i32" },
+  /** long syscall(long nr, ...): used for openat2 */
+  syscall: { parameters: ["i64", "i64", "buffer", "buffer", "i64"], result: "i64" },
+  /** int close(int) */
+  close: { parameters: ["i32"], result: "i32" },
+  /** ssize_t read(int, void*, size_t) */
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** ssize_t write(int, const void*, size_t) */
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int statx(int, const char*, int, unsigned int, struct statx*) */
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32" },
+  /** int mkdirat(int, const char*, mode_t) */
+  mkdirat: { parameters: ["i32", "buffer", "u32"], result: "i32" },
+  /** int mknodat(int, const char*, mode_t, dev_t) */
+  mknodat: { parameters: ["i32", "buffer", "u32", "u64"], result: "i32" },
+  /** int symlinkat(const char*, int, const char*) */
+  symlinkat: { parameters: ["buffer", "i32", "buffer"], result: "i32" },
+  /** int linkat(int, const char*, int, const char*, int) */
+  linkat: { parameters: ["i32", "buffer", "i32", "buffer", "i32"], result: "i32" },
+  /** int unlinkat(int, const char*, int) */
+  unlinkat: { parameters: ["i32", "buffer", "i32"], result: "i32" },
+  /** int renameat(int, const char*, int, const char*) */
+  renameat: { parameters: ["i32", "buffer", "i32", "buffer"], result: "i32" },
+  /** int fchownat(int, const char*, uid_t, gid_t, int) */
+  fchownat: { parameters: ["i32", "buffer", "u32", "u32", "i32"], result: "i32" },
+  /** int fchmodat(int, const char*, mode_t, int) */
+  fchmodat: { parameters: ["i32", "buffer", "u32", "i32"], result: "i32" },
+  /** int fchmod(int, mode_t) */
+  fchmod: { parameters: ["i32", "u32"], result: "i32" },
+  /** int utimensat(int, const char*, const struct timespec[2], int) */
+  utimensat: { parameters: ["i32", "buffer", "buffer", "i32"], result: "i32" },
+  /** ssize_t readlinkat(int, const char*, char*, size_t) */
+  readlinkat: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
+  /** int lsetxattr(const char*, const char*, const void*, size_t, int) */
+  lsetxattr: { parameters: ["buffer", "buffer", "buffer", "usize", "i32"], result: "i32" },
+  /** int fsetxattr(int, const char*, const void*, size_t, int) */
+  fsetxattr: { parameters: ["i32", "buffer", "buffer", "usize", "i32"], result: "i32" },
+  /** ssize_t lgetxattr(const char*, const char*, void*, size_t) */
+  lgetxattr: { parameters: ["buffer", "buffer", "buffer", "usize"], result: "isize" },
+  /** ssize_t fgetxattr(int, const char*, void*, size_t) */
+  fgetxattr: { parameters: ["i32", "buffer", "buffer", "usize"], result: "isize" },
+  /** ssize_t llistxattr(const char*, char*, size_t) */
+  llistxattr: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  /** ssize_t flistxattr(int, char*, size_t) */
+  flistxattr: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int lremovexattr(const char*, const char*) */
+  lremovexattr: { parameters: ["buffer", "buffer"], result: "i32" },
+  /** ssize_t getdents64(int, void*, size_t) */
+  getdents64: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  /** int fsync(int) */
+  fsync: { parameters: ["i32"], result: "i32" },
+  /** int syncfs(int) */
+  syncfs: { parameters: ["i32"], result: "i32" },
+  /** int ftruncate(int, off_t) */
+  ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+} as const satisfies Deno.ForeignLibraryInterface;
+
+type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
+
+/** Linux syscall number of openat2 (same on x86_64 and aarch64). */
+const SYS_OPENAT2 = 437n;
+const STATX_BASIC_STATS = 0x7ff;
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/** Scratch buffers for NUL-terminated strings: one per argument position. */
+class CStrings {
+  #slots: Uint8Array[] = [
+    new Uint8Array(4096),
+    new Uint8Array(4096),
+    new Uint8Array(256),
+    new Uint8Array(4096),
+  ];
+
+  /** `p` as a NUL-terminated C string in slot `i` (valid until the next call using slot `i`). */
+  at(i: number, p: PathLike): Uint8Array {
+    let buf = this.#slots[i];
+    if (typeof p === "string") {
+      // UTF-8 needs at most 3 bytes per UTF-16 unit.
+      if (buf.length < p.length * 3 + 1) buf = this.#slots[i] = new Uint8Array(p.length * 3 + 1);
+      const { written } = encoder.encodeInto(p, buf);
+      buf[written] = 0;
+      return buf;
+    }
+    if (buf.length < p.length + 1) buf = this.#slots[i] = new Uint8Array(p.length * 2 + 1);
+    buf.set(p);
+    buf[p.length] = 0;
+    return buf;
+  }
+}
+
+function pathText(p: PathLike): string {
+  return typeof p === "string" ? p : decoder.decode(p);
+}
+
+class SystemLibc implements Libc {
+  #s: Symbols;
+  #errnoView: Deno.UnsafePointerView;
+  #c = new CStrings();
+  #statxBuf = new Uint8Array(256);
+  #statxView = new DataView(this.#statxBuf.buffer);
+  #statfsBuf = new Uint8Array(128);
+  #statfsView = new DataView(this.#statfsBuf.buffer);
+  #times = new BigInt64Array(4);
+  #how = new BigUint64Array(3);
+  #dents = new Uint8Array(64 * 1024);
+  #dentsView = new DataView(this.#dents.buffer);
+  #xattr = new Uint8Array(64 * 1024);
+  #link = new Uint8Array(4097);
+
+  constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>) {
+    this.#s = lib.symbols;
+    const p = this.#s.__errno_location();
+    if (p === null) throw new Error("__errno_location returned NULL");
+    this.#errnoView = new Deno.UnsafePointerView(p);
+  }
+
+  #fail(syscall: string, path: PathLike = ""): never {
+    const errno = this.#errnoView.getInt32();
+    throw new ErrnoError(errno, syscall, pathText(path));
+  }
+
+  mount(source: string, target: string, fstype: string, flags: bigint, data: string): void {
+    const c = this.#c;
+    const r = this.#s.mount(
+      c.at(0, source),
+      c.at(1, target),
+      c.at(2, fstype),
+      flags,
+      c.at(3, data),
+    );
+    if (r !== 0) this.#fail("mount", target);
+  }
+
+  umount2(target: string, flags: number): void {
+    if (this.#s.umount2(this.#c.at(0, target), flags) !== 0) this.#fail("umount2", target);
+  }
+
+  statfs(path: PathLike): StatFs {
+    if (this.#s.statfs(this.#c.at(0, path), this.#statfsBuf) !== 0) this.#fail("statfs", path);
+    const v = this.#statfsView;
+    const n = (off: number) => Number(v.getBigUint64(off, true));
+    return {
+      type: v.getUint32(0, true),
+      blockSize: n(8),
+      blocks: n(16),
+      bfree: n(24),
+      bavail: n(32),
+      files: n(40),
+      ffree: n(48),
+      nameLen: n(64),
+    };
+  }
+
+  getpagesize(): number {
+    return this.#s.getpagesize();
+  }
+
+  rename(oldPath: PathLike, newPath: PathLike): void {
+    if (this.#s.rename(this.#c.at(0, oldPath), this.#c.at(1, newPath)) !== 0) {
+      this.#fail("rename", `${pathText(oldPath)} ${pathText(newPath)}`);
+    }
+  }
+
+  openat(dirfd: number, path: PathLike, flags: number, mode = 0): number {
+    const fd = this.#s.openat(dirfd, this.#c.at(0, path), flags | O.CLOEXEC, mode);
+    if (fd < 0) this.#fail("openat", path);
+    return fd;
+  }
+
+  openat2(dirfd: number, path: PathLike, flags: number, mode: number, resolve: bigint): number {
+    const how = this.#how;
+    how[0] = BigInt(flags | O.CLOEXEC);
+    how[1] = BigInt(mode);
+    how[2] = resolve;
+    const fd = this.#s.syscall(
+      SYS_OPENAT2,
+      BigInt(dirfd),
+      this.#c.at(0, path),
+      new Uint8Array(how.buffer),
+      24n,
+    );
+    if (fd < 0n) this.#fail("openat2", path);
+    return Number(fd);
+  }
+
+  close(fd: number): void {
+    if (this.#s.close(fd) !== 0) this.#fail("close");
+  }
+
+  read(fd: number, buf: Uint8Array, n = buf.length): number {
+    for (;;) {
+      const r = this.#s.read(fd, buf, BigInt(n));
+      if (r >= 0) return Number(r);
+      if (this.#errnoView.getInt32() !== Errno.EINTR) this.#fail("read");
+    }
+  }
+
+  writeAll(fd: number, buf: Uint8Array, n = buf.length): void {
+    let off = 0;
+    while (off < n) {
+      const chunk = off === 0 ? buf : buf.subarray(off);
+      const r = this.#s.write(fd, chunk, BigInt(n - off));
+      if (r < 0) {
+        if (this.#errnoView.getInt32() === Errno.EINTR) continue;
+        this.#fail("write");
+      }
+      off += Number(r);
+    }
+  }
+
+  #stat(dirfd: number, path: PathLike, flags: number, syscall: string): Stat {
+    if (this.#s.statx(dirfd, this.#c.at(0, path), flags, STATX_BASIC_STATS, this.#statxBuf) !== 0) {
+      this.#fail(syscall, path);
+    }
+    const v = this.#statxView;
+    return {
+      nlink: v.getUint32(16, true),
+      uid: v.getUint32(20, true),
+      gid: v.getUint32(24, true),
+      mode: v.getUint16(28, true),
+      ino: Number(v.getBigUint64(32, true)),
+      size: Number(v.getBigUint64(40, true)),
+      atimeSec: Number(v.getBigInt64(64, true)),
+      atimeNsec: v.getUint32(72, true),
+      ctimeSec: Number(v.getBigInt64(96, true)),
+      ctimeNsec: v.getUint32(104, true),
+      mtimeSec: Number(v.getBigInt64(112, true)),
+      mtimeNsec: v.getUint32(120, true),
+      rdevMajor: v.getUint32(128, true),
+      rdevMinor: v.getUint32(132, true),
+      devMajor: v.getUint32(136, true),
+      devMinor: v.getUint32(140, true),
+    };
+  }
+
+  fstatat(dirfd: number, path: PathLike, flags: number): Stat {
+    return this.#stat(dirfd, path, flags, "statx");
+  }
+
+  fstat(fd: number): Stat {
+    return this.#stat(fd, "", AT.EMPTY_PATH, "fstat");
+  }
+
+  mkdirat(dirfd: number, path: PathLike, mode: number): void {
+    if (this.#s.mkdirat(dirfd, this.#c.at(0, path), mode) !== 0) this.#fail("mkdirat", path);
+  }
+
+  mknodat(dirfd: number, path: PathLike, mode: number, major: number, minor: number): void {
+    // glibc makedev
+    const maj = BigInt(major), min = BigInt(minor);
+    const dev = ((maj & 0xfffn) << 8n) | ((maj & ~0xfffn) << 32n) | (min & 0xffn) |
+      ((min & ~0xffn) << 12n);
+    if (this.#s.mknodat(dirfd, this.#c.at(0, path), mode, dev) !== 0) this.#fail("mknodat", path);
+  }
+
+  symlinkat(target: PathLike, dirfd: number, path: PathLike): void {
+    if (this.#s.symlinkat(this.#c.at(1, target), dirfd, this.#c.at(0, path)) !== 0) {
+      this.#fail("symlinkat", path);
+    }
+  }
+
+  linkat(
+    oldDirfd: number,
+    oldPath: PathLike,
+    newDirfd: number,
+    newPath: PathLike,
+    flags: number,
+  ): void {
+    const r = this.#s.linkat(
+      oldDirfd,
+      this.#c.at(1, oldPath),
+      newDirfd,
+      this.#c.at(0, newPath),
+      flags,
+    );
+    if (r !== 0) this.#fail("linkat", newPath);
+  }
+
+  unlinkat(dirfd: number, path: PathLike, flags: number): void {
+    if (this.#s.unlinkat(dirfd, this.#c.at(0, path), flags) !== 0) this.#fail("unlinkat", path);
+  }
+
+  renameat(oldDirfd: number, oldPath: PathLike, newDirfd: number, newPath: PathLike): void {
+    const r = this.#s.renameat(oldDirfd, this.#c.at(0, oldPath), newDirfd, this.#c.at(1, newPath));
+    if (r !== 0) this.#fail("renameat", oldPath);
+  }
+
+  fchownat(dirfd: number, path: PathLike, uid: number, gid: number, flags: number): void {
+    if (this.#s.fchownat(dirfd, this.#c.at(0, path), uid, gid, flags) !== 0) {
+      this.#fail("fchownat", path);
+    }
+  }
+
+  fchmodat(dirfd: number, path: PathLike, mode: number, flags: number): void {
+    if (this.#s.fchmodat(dirfd, this.#c.at(0, path), mode, flags) !== 0) {
+      this.#fail("fchmodat", path);
+    }
+  }
+
+  fchmod(fd: number, mode: number): void {
+    if (this.#s.fchmod(fd, mode) !== 0) this.#fail("fchmod");
+  }
+
+  utimensat(
+    dirfd: number,
+    path: PathLike,
+    atimeSec: number,
+    atimeNsec: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+    flags: number,
+  ): void {
+    const t = this.#times;
+    t[0] = BigInt(atimeSec);
+    t[1] = BigInt(atimeNsec);
+    t[2] = BigInt(mtimeSec);
+    t[3] = BigInt(mtimeNsec);
+    const r = this.#s.utimensat(dirfd, this.#c.at(0, path), new Uint8Array(t.buffer), flags);
+    if (r !== 0) this.#fail("utimensat", path);
+  }
+
+  readlinkat(dirfd: number, path: PathLike): Uint8Array {
+    let buf = this.#link;
+    for (;;) {
+      const r = Number(this.#s.readlinkat(dirfd, this.#c.at(0, path), buf, BigInt(buf.length)));
+      if (r < 0) this.#fail("readlinkat", path);
+      if (r < buf.length) return buf.slice(0, r);
+      buf = this.#link = new Uint8Array(buf.length * 2);
+    }
+  }
+
+  lsetxattr(path: PathLike, name: string, value: Uint8Array): void {
+    const r = this.#s.lsetxattr(
+      this.#c.at(0, path),
+      this.#c.at(2, name),
+      value,
+      BigInt(value.length),
+      0,
+    );
+    if (r !== 0) this.#fail("lsetxattr", path);
+  }
+
+  fsetxattr(fd: number, name: string, value: Uint8Array): void {
+    if (this.#s.fsetxattr(fd, this.#c.at(2, name), value, BigInt(value.length), 0) !== 0) {
+      this.#fail("fsetxattr", name);
+    }
+  }
+
+  #getx(
+    call: (buf: Uint8Array, n: bigint) => bigint,
+    syscall: string,
+    path: PathLike,
+  ): Uint8Array | null {
+    for (;;) {
+      const r = Number(call(this.#xattr, BigInt(this.#xattr.length)));
+      if (r >= 0) return this.#xattr.slice(0, r);
+      const e = this.#errnoView.getInt32();
+      if (e === Errno.ENODATA) return null;
+      if (e === Errno.ERANGE) {
+        this.#xattr = new Uint8Array(this.#xattr.length * 4);
+        continue;
+      }
+      throw new ErrnoError(e, syscall, pathText(path));
+    }
+  }
+
+  lgetxattr(path: PathLike, name: string): Uint8Array | null {
+    const p = this.#c.at(0, path), n = this.#c.at(2, name);
+    return this.#getx((b, len) => BigInt(this.#s.lgetxattr(p, n, b, len)), "lgetxattr", path);
+  }
+
+  fgetxattr(fd: number, name: string): Uint8Array | null {
+    const n = this.#c.at(2, name);
+    return this.#getx((b, len) => BigInt(this.#s.fgetxattr(fd, n, b, len)), "fgetxattr", name);
+  }
+
+  #names(bytes: Uint8Array | null): string[] {
+    if (!bytes || bytes.length === 0) return [];
+    const out: string[] = [];
+    let start = 0;
+    for (let i = 0; i < bytes.length; i++) {
+      if (bytes[i] === 0) {
+        if (i > start) out.push(decoder.decode(bytes.subarray(start, i)));
+        start = i + 1;
+      }
+    }
+    return out;
+  }
+
+  llistxattr(path: PathLike): string[] {
+    const p = this.#c.at(0, path);
+    return this.#names(
+      this.#getx((b, len) => BigInt(this.#s.llistxattr(p, b, len)), "llistxattr", path),
+    );
+  }
+
+  flistxattr(fd: number): string[] {
+    return this.#names(
+      this.#getx((b, len) => BigInt(this.#s.flistxattr(fd, b, len)), "flistxattr", ""),
+    );
+  }
+
+  lremovexattr(path: PathLike, name: string): void {
+    if (this.#s.lremovexattr(this.#c.at(0, path), this.#c.at(2, name)) !== 0) {
+      this.#fail("lremovexattr", path);
+    }
+  }
+
+  readdir(fd: number): DirEntry[] {
+    const out: DirEntry[] = [];
+    const buf = this.#dents, v = this.#dentsView;
+    for (;;) {
+      const n = Number(this.#s.getdents64(fd, buf, BigInt(buf.length)));
+      if (n < 0) this.#fail("getdents64");
+      if (n === 0) return out;
+      let off = 0;
+      while (off < n) {
+        const reclen = v.getUint16(off + 16, true);
+        const type = buf[off + 18];
+        let end = off + 19;
+        while (buf[end] !== 0) end++;
+        const len = end - off - 19;
+        const isDot = (len === 1 && buf[off + 19] === 0x2e) ||
+          (len === 2 && buf[off + 19] === 0x2e && buf[off + 20] === 0x2e);
+        if (!isDot) {
+          out.push({
+            name: buf.slice(off + 19, end),
+            ino: Number(v.getBigUint64(off, true)),
+            type,
+          });
+        }
+        off += reclen;
+      }
+    }
+  }
+
+  fsync(fd: number): void {
+    if (this.#s.fsync(fd) !== 0) this.#fail("fsync");
+  }
+
+  syncfs(fd: number): void {
+    if (this.#s.syncfs(fd) !== 0) this.#fail("syncfs");
+  }
+
+  ftruncate(fd: number, length: number): void {
+    if (this.#s.ftruncate(fd, BigInt(length)) !== 0) this.#fail("ftruncate");
+  }
+}
+
+let cached: Libc | undefined;
+
+/** Thrown when libc cannot be opened because FFI is not permitted. */
+export class FfiPermissionError extends Error {
+  /** Wrap the permission error Deno raised. */
+  constructor(options?: ErrorOptions) {
+    super(
+      "strata needs FFI to reach the kernel (mount, statfs, ...): run with --allow-ffi (and --allow-read --allow-write)",
+      options,
+    );
+    this.name = "FfiPermissionError";
+  }
+}
+
+/**
+ * The real libc, opened on first use and shared afterwards.
+ *
+ * @example
+ * ```ts
+ * import { systemLibc } from "./libc.ts";
+ * console.log(systemLibc().getpagesize()); // 4096 on x86_64
+ * ```
+ */
+export function systemLibc(): Libc {
+  if (cached) return cached;
+  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  try {
+    lib = Deno.dlopen("libc.so.6", SYMBOLS);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+      throw new FfiPermissionError({ cause: e });
+    }
+    throw e;
+  }
+  cached = new SystemLibc(lib);
+  return cached;
+}
+
+/** True when `err` is an {@linkcode ErrnoError} with errno `errno`. */
+export function isErrno(err: unknown, errno: number): boolean {
+  return err instanceof ErrnoError && err.errno === errno;
+}

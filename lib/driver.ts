@@ -1,0 +1,187 @@
+/**
+ * The `Driver` interface every backend implements, its option types, and the
+ * driver registry (`registerDriver`, `openDriver`, `driverNames`).
+ *
+ * @module
+ */
+
+import type { Libc } from "../ffi/libc.ts";
+import { NotSupportedError } from "./errors.ts";
+
+/**
+ * One range of a user-namespace id map: container ids
+ * `[containerID, containerID + size)` are host ids `[hostID, hostID + size)`.
+ */
+export interface IDMap {
+  containerID: number;
+  hostID: number;
+  size: number;
+}
+
+/** Options of `create`/`createReadWrite`. */
+export interface CreateOpts {
+  /** SELinux label for the layer's mounts (unused by create itself). */
+  mountLabel?: string;
+  /** Per-layer storage options; neither backend supports any (a non-empty map is an error). */
+  storageOpt?: Record<string, string>;
+}
+
+/** Options of `get` and of the archive methods. */
+export interface MountOpts {
+  /** SELinux label, passed to the mount as `context="<label>"`. */
+  mountLabel?: string;
+}
+
+/** One difference between a layer and its parent. */
+export interface Change {
+  /** Absolute path from the layer root, e.g. `/etc/passwd`. */
+  path: string;
+  kind: "add" | "modify" | "delete";
+}
+
+/** Reads the files of one layer's own diff by name (tar-split's FileGetter), confined to the layer. */
+export interface FileGetter {
+  /** The content of `path` (relative to the layer root). */
+  get(path: string): Promise<ReadableStream<Uint8Array>>;
+  /** Release the getter. */
+  close(): Promise<void>;
+}
+
+/** Options every driver's `init` takes. */
+export interface DriverOptions {
+  /** Host→container uid ranges; empty or absent means identity. */
+  uidMaps?: IDMap[];
+  /** Host→container gid ranges; empty or absent means identity. */
+  gidMaps?: IDMap[];
+  /** System calls; defaults to the real libc. Tests pass a recording double. */
+  libc?: Libc;
+  /** Where `/proc` is read from (tests point it at a fake). Default `/proc`. */
+  procRoot?: string;
+}
+
+/**
+ * A graph driver: layers with parent chains, a union view of a layer over its
+ * ancestors, and layer tars in and out.
+ *
+ * @example
+ * ```ts
+ * import { openDriver } from "../mod.ts";
+ * const d = await openDriver("auto", "/var/lib/strata");
+ * await d.create("base", "");
+ * const dir = await d.get("base");
+ * await d.put("base");
+ * ```
+ */
+export interface Driver {
+  /** Backend name, `"aufs"` or `"overlay"`. */
+  readonly name: string;
+  /** The driver root directory. */
+  readonly root: string;
+  /** Key/value facts about the driver, in a fixed order. */
+  status(): Promise<[string, string][]>;
+  /** Per-layer metadata (the seed returns none: `null`). */
+  metadata(id: string): Promise<Record<string, string> | null>;
+  /** Whether layer `id` exists. */
+  exists(id: string): Promise<boolean>;
+  /** Create layer `id` on `parent` (`""` for none). */
+  create(id: string, parent: string, opts?: CreateOpts): Promise<void>;
+  /** Same as create (no read-only distinction in these backends). */
+  createReadWrite(id: string, parent: string, opts?: CreateOpts): Promise<void>;
+  /** Unmount and delete layer `id` (idempotent). */
+  remove(id: string): Promise<void>;
+  /** Mount (if needed) and return the path of the layer's root. */
+  get(id: string, opts?: MountOpts): Promise<string>;
+  /** Release one reference taken by `get`; unmounts on the last. */
+  put(id: string): Promise<void>;
+  /** All layer ids, sorted. */
+  listLayers(): Promise<string[]>;
+  /** Extra read-only image stores (none). */
+  additionalImageStores(): string[];
+  /** Unmount everything this driver mounted under its root. */
+  cleanup(): Promise<void>;
+  /** The layer's changes against `parent`, as a layer tar. */
+  diff(id: string, parent: string, opts?: MountOpts): Promise<ReadableStream<Uint8Array>>;
+  /** Apply a layer tar to `id`; returns the size as the seed computes it. */
+  applyDiff(
+    id: string,
+    parent: string,
+    tar: ReadableStream<Uint8Array>,
+    opts?: MountOpts,
+  ): Promise<number>;
+  /** Size of the changes of `id` against `parent`. */
+  diffSize(id: string, parent: string, opts?: MountOpts): Promise<number>;
+  /** The changes of `id` against `parent`, sorted by path. */
+  changes(id: string, parent: string, opts?: MountOpts): Promise<Change[]>;
+  /** Read files of the layer's own diff by name. */
+  diffGetter(id: string): Promise<FileGetter>;
+}
+
+/** Creates a driver rooted at `root`. */
+export type DriverInit = (root: string, opts?: DriverOptions) => Promise<Driver>;
+
+const registry = new Map<string, DriverInit>();
+
+/**
+ * Register a backend under `name`. Registering a name twice is an error.
+ *
+ * @example
+ * ```ts
+ * import { registerDriver } from "./driver.ts";
+ * registerDriver("mine", async (_root) => { throw new Error("not yet"); });
+ * ```
+ */
+export function registerDriver(name: string, init: DriverInit): void {
+  if (registry.has(name)) throw new Error(`Name already registered ${name}`);
+  registry.set(name, init);
+}
+
+/**
+ * Names of the registered backends, sorted.
+ *
+ * @example
+ * ```ts
+ * import { driverNames } from "./driver.ts";
+ * console.log(driverNames());
+ * ```
+ */
+export function driverNames(): string[] {
+  return [...registry.keys()].sort();
+}
+
+/** Order in which `"auto"` tries the backends. */
+export const AUTO_ORDER: readonly string[] = ["aufs", "overlay"];
+
+/**
+ * Open the driver `name` at `root`. `"auto"` tries aufs, then overlay, and
+ * fails with a `NotSupportedError` naming both when neither can run.
+ *
+ * @example
+ * ```ts
+ * import { openDriver } from "../mod.ts";
+ * const d = await openDriver("overlay", "/tmp/strata-root");
+ * console.log(d.name);
+ * ```
+ */
+export async function openDriver(
+  name: string,
+  root: string,
+  opts?: DriverOptions,
+): Promise<Driver> {
+  if (name === "auto") {
+    const reasons: string[] = [];
+    for (const n of AUTO_ORDER) {
+      const init = registry.get(n);
+      if (!init) continue;
+      try {
+        return await init(root, opts);
+      } catch (e) {
+        if (!(e instanceof NotSupportedError)) throw e;
+        reasons.push(`${n}: ${e.message}`);
+      }
+    }
+    throw new NotSupportedError(`no usable backend at ${root} (${reasons.join("; ")})`);
+  }
+  const init = registry.get(name);
+  if (!init) throw new NotSupportedError(`failed to GetDriver graph ${name} ${root}`);
+  return await init(root, opts);
+}

@@ -1,0 +1,154 @@
+/**
+ * The driver's error classes. Each carries a `cause` chain; callers test with
+ * `instanceof` (the classes nest the way the seed's sentinels do: every
+ * "this driver cannot run here" error is a {@linkcode NotSupportedError}).
+ *
+ * @module
+ */
+
+/**
+ * The driver cannot run on this kernel or filesystem (the seed's
+ * `ErrNotSupported`, "driver not supported").
+ *
+ * @example
+ * ```ts
+ * import { NotSupportedError } from "./errors.ts";
+ * const e = new NotSupportedError("kernel does not support aufs");
+ * console.log(e.message); // kernel does not support aufs: driver not supported
+ * ```
+ */
+export class NotSupportedError extends Error {
+  /** `reason` is prefixed to the seed's text `driver not supported`. */
+  constructor(reason?: string, options?: ErrorOptions) {
+    super(reason ? `${reason}: driver not supported` : "driver not supported", options);
+    this.name = "NotSupportedError";
+  }
+}
+
+/**
+ * The kernel has no aufs (`/proc/filesystems` does not list it).
+ *
+ * @example
+ * ```ts
+ * import { AufsNotSupportedError, NotSupportedError } from "./errors.ts";
+ * console.log(new AufsNotSupportedError() instanceof NotSupportedError); // true
+ * ```
+ */
+export class AufsNotSupportedError extends NotSupportedError {
+  /** Optionally say where aufs was looked for. */
+  constructor(detail = "AUFS was not found in /proc/filesystems", options?: ErrorOptions) {
+    super(`kernel does not support aufs (${detail})`, options);
+    this.name = "AufsNotSupportedError";
+  }
+}
+
+/**
+ * aufs cannot be used inside a user namespace other than the initial one.
+ *
+ * @example
+ * ```ts
+ * import { AufsNestedError } from "./errors.ts";
+ * console.log(new AufsNestedError().message);
+ * ```
+ */
+export class AufsNestedError extends NotSupportedError {
+  /** The seed's `ErrAufsNested` text. */
+  constructor(options?: ErrorOptions) {
+    super("kernel does not support aufs (AUFS cannot be used in non-init user namespace)", options);
+    this.name = "AufsNestedError";
+  }
+}
+
+/**
+ * The backing filesystem of the driver root cannot hold this driver's layers.
+ *
+ * @example
+ * ```ts
+ * import { IncompatibleFsError } from "./errors.ts";
+ * console.log(new IncompatibleFsError("aufs", "btrfs").message);
+ * // AUFS is not supported over "btrfs": backing file system is unsupported for this graph driver
+ * ```
+ */
+export class IncompatibleFsError extends NotSupportedError {
+  /** Name of the filesystem that was refused. */
+  readonly backingFs: string;
+  /** `driver` is `"aufs"` or `"overlay"`; `backingFs` the refused filesystem's name. */
+  constructor(driver: string, backingFs: string, options?: ErrorOptions) {
+    super(undefined, options);
+    this.message = `${driver === "aufs" ? "AUFS" : driver} is not supported over "${backingFs}": ` +
+      "backing file system is unsupported for this graph driver";
+    this.name = "IncompatibleFsError";
+    this.backingFs = backingFs;
+  }
+}
+
+/**
+ * A layer id that cannot name a layer (empty, too long, `/`, NUL, `.`, `..`,
+ * or ending in `-removing`).
+ *
+ * @example
+ * ```ts
+ * import { InvalidLayerIdError } from "./errors.ts";
+ * console.log(new InvalidLayerIdError("../x", "contains '/'").message);
+ * ```
+ */
+export class InvalidLayerIdError extends Error {
+  /** The refused id. */
+  readonly id: string;
+  /** `reason` says which rule the id broke. */
+  constructor(id: string, reason: string, options?: ErrorOptions) {
+    super(`invalid layer id ${JSON.stringify(id)}: ${reason}`, options);
+    this.name = "InvalidLayerIdError";
+    this.id = id;
+  }
+}
+
+/**
+ * A layer (or a named parent) does not exist.
+ *
+ * @example
+ * ```ts
+ * import { LayerNotFoundError } from "./errors.ts";
+ * console.log(new LayerNotFoundError("abc", "parent of def").message);
+ * // layer "abc" (parent of def) does not exist
+ * ```
+ */
+export class LayerNotFoundError extends Error {
+  /** The missing layer's id. */
+  readonly id: string;
+  /** `role` says how the id was used (e.g. "parent of X"). */
+  constructor(id: string, role?: string, options?: ErrorOptions) {
+    super(`layer ${JSON.stringify(id)}${role ? ` (${role})` : ""} does not exist`, options);
+    this.name = "LayerNotFoundError";
+    this.id = id;
+  }
+}
+
+/**
+ * A driver operation failed; the message names the layer, the path and the
+ * failing call, and `cause` holds the underlying error.
+ *
+ * @example
+ * ```ts
+ * import { LayerError } from "./errors.ts";
+ * const e = new LayerError("abc", "get", "/r/mnt/abc", new Error("mount: busy"));
+ * console.log(e.message); // layer "abc": get /r/mnt/abc: mount: busy
+ * ```
+ */
+export class LayerError extends Error {
+  /** The layer id. */
+  readonly id: string;
+  /** The operation, e.g. `"get"`. */
+  readonly op: string;
+  /** The path involved. */
+  readonly path: string;
+  /** Wrap `cause`, raised while doing `op` on layer `id` at `path`. */
+  constructor(id: string, op: string, path: string, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(`layer ${JSON.stringify(id)}: ${op}${path ? ` ${path}` : ""}: ${why}`, { cause });
+    this.name = "LayerError";
+    this.id = id;
+    this.op = op;
+    this.path = path;
+  }
+}
