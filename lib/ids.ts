@@ -1,0 +1,88 @@
+/**
+ * Layer id validation, and the names the driver reserves for itself.
+ *
+ * The seed joined ids into paths verbatim (§9 row 25); an id such as `../x`
+ * escaped the driver root. Every id that reaches the file system goes through
+ * {@linkcode validateLayerId} first.
+ *
+ * @module
+ */
+
+import { InvalidLayerIdError } from "./errors.ts";
+
+/** Longest id, in UTF-8 bytes: one file name (`NAME_MAX`). */
+export const MAX_ID_BYTES = 255;
+
+/** Suffix of a directory being deleted (`diff/<id>-removing`, §3.3). */
+export const REMOVING_SUFFIX = "-removing";
+
+/** Suffix of the driver's temporary files (atomic writes); no id may end with it. */
+export const TEMP_SUFFIX = ".tmp";
+
+const encoder = new TextEncoder();
+
+/**
+ * Why `id` cannot name a layer, or `undefined` when it can.
+ *
+ * @example
+ * ```ts
+ * import { layerIdProblem } from "./ids.ts";
+ * console.log(layerIdProblem("a/b")); // contains '/'
+ * console.log(layerIdProblem("abc")); // undefined
+ * ```
+ */
+export function layerIdProblem(id: string): string | undefined {
+  if (id === "") return "is empty";
+  if (id === "." || id === "..") return "is a relative directory name";
+  if (id.includes("/")) return "contains '/'";
+  if (id.includes("\0")) return "contains a NUL byte";
+  // Lone surrogates would be written as U+FFFD: two different ids, one file.
+  if (!id.isWellFormed()) return "is not valid Unicode";
+  const bytes = encoder.encode(id).length;
+  if (bytes > MAX_ID_BYTES) return `is ${bytes} bytes long (at most ${MAX_ID_BYTES})`;
+  if (id.endsWith(REMOVING_SUFFIX)) return `ends with "${REMOVING_SUFFIX}" (reserved for removal)`;
+  if (id.endsWith(TEMP_SUFFIX)) return `ends with "${TEMP_SUFFIX}" (reserved for temporary files)`;
+  return undefined;
+}
+
+/**
+ * Throw {@linkcode InvalidLayerIdError} unless `id` can name a layer: it must
+ * be non-empty, at most 255 UTF-8 bytes, free of `/` and NUL, not `.` or `..`,
+ * and must not end with `-removing` or `.tmp` (names the driver uses itself).
+ *
+ * @example
+ * ```ts
+ * import { validateLayerId } from "./ids.ts";
+ * validateLayerId("4f3c2a"); // fine
+ * try { validateLayerId(".."); } catch (e) { console.log((e as Error).message); }
+ * // invalid layer id "..": is a relative directory name
+ * ```
+ */
+export function validateLayerId(id: string): void {
+  const problem = layerIdProblem(id);
+  if (problem !== undefined) throw new InvalidLayerIdError(id, problem);
+}
+
+/**
+ * Order two strings by their UTF-8 bytes (the seed sorts names byte-wise).
+ * Code point order is UTF-8 byte order; plain `<` on strings compares UTF-16
+ * units, which differs for characters above U+FFFF.
+ *
+ * @example
+ * ```ts
+ * import { compareBytewise } from "./ids.ts";
+ * console.log(["\u{1F600}", "\uFFFD"].sort(compareBytewise)); // ["\uFFFD", "\u{1F600}"]
+ * ```
+ */
+export function compareBytewise(a: string, b: string): number {
+  const n = Math.min(a.length, b.length);
+  for (let i = 0; i < n; i++) {
+    const x = a.charCodeAt(i), y = b.charCodeAt(i);
+    if (x === y) continue;
+    const xs = x >= 0xd800 && x <= 0xdfff, ys = y >= 0xd800 && y <= 0xdfff;
+    // A surrogate (part of a code point > U+FFFF) outranks every other BMP unit.
+    if (xs !== ys) return xs ? 1 : -1;
+    return x - y;
+  }
+  return a.length - b.length;
+}

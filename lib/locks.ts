@@ -1,0 +1,209 @@
+/**
+ * Locks: {@linkcode KeyedLock} (one async holder per key inside a process,
+ * the seed's `pkg/locker`, §5.1), {@linkcode Mutex} (one holder), and
+ * {@linkcode LayerLocks}, which adds `flock(2)` on a file per layer so that
+ * two processes working on the same root exclude each other too (the seed's
+ * locks were per-process only, §9 row 3).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { validateLayerId } from "./ids.ts";
+
+interface Entry {
+  /** Resumes the next waiter, first come first served. */
+  readonly queue: (() => void)[];
+}
+
+/**
+ * Async mutual exclusion per key: one holder per key, waiters served in
+ * arrival order, different keys independent. Entries vanish once nobody holds
+ * or waits for the key. Not re-entrant: locking a key you hold deadlocks.
+ *
+ * @example
+ * ```ts
+ * import { KeyedLock } from "./locks.ts";
+ * const locks = new KeyedLock();
+ * const unlock = await locks.lock("layer-a");
+ * try {
+ *   // ... work on layer-a ...
+ * } finally {
+ *   unlock();
+ * }
+ * console.log(locks.size); // 0
+ * ```
+ */
+export class KeyedLock {
+  #entries = new Map<string, Entry>();
+
+  /** Number of keys currently held or waited for. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** How many callers wait for `key` (not counting the holder). */
+  waiters(key: string): number {
+    return this.#entries.get(key)?.queue.length ?? 0;
+  }
+
+  /**
+   * Wait until `key` is free, take it, and resolve to its release function.
+   * Releasing twice throws (the seed's `no such lock`): a second release
+   * would hand out a lock someone else holds.
+   */
+  lock(key: string): Promise<() => void> {
+    const held = this.#entries.get(key);
+    if (held === undefined) {
+      const entry: Entry = { queue: [] };
+      this.#entries.set(key, entry);
+      return Promise.resolve(this.#releaser(key, entry));
+    }
+    return new Promise((resolve) => held.queue.push(() => resolve(this.#releaser(key, held))));
+  }
+
+  /** Run `fn` holding `key`. */
+  async run<T>(key: string, fn: () => Promise<T> | T): Promise<T> {
+    const unlock = await this.lock(key);
+    try {
+      return await fn();
+    } finally {
+      unlock();
+    }
+  }
+
+  #releaser(key: string, entry: Entry): () => void {
+    let released = false;
+    return () => {
+      if (released) throw new Error(`no such lock: ${JSON.stringify(key)} was already released`);
+      released = true;
+      const next = entry.queue.shift();
+      if (next) next();
+      else this.#entries.delete(key);
+    };
+  }
+}
+
+/**
+ * One async holder at a time, FIFO.
+ *
+ * @example
+ * ```ts
+ * import { Mutex } from "./locks.ts";
+ * const m = new Mutex();
+ * const n = await m.run(() => 42);
+ * console.log(n); // 42
+ * ```
+ */
+export class Mutex {
+  #lock = new KeyedLock();
+
+  /** Run `fn` alone; its result or error is passed through. */
+  run<T>(fn: () => Promise<T> | T): Promise<T> {
+    return this.#lock.run("", fn);
+  }
+}
+
+function sameFile(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
+  return a.ino === b.ino && a.dev === b.dev;
+}
+
+/**
+ * Per-layer exclusion within a process and across processes: a
+ * {@linkcode KeyedLock} first (so one task per process waits on the file),
+ * then an exclusive `flock` on `lockDir/<id>`. The global lock flocks
+ * `lockDir` itself, so it needs no reserved file name.
+ *
+ * Lock order: take a layer lock before the global lock, never the reverse.
+ *
+ * @example
+ * ```ts
+ * import { LayerLocks } from "./locks.ts";
+ * const locks = new LayerLocks(await Deno.makeTempDir());
+ * await locks.withLayer("abc", async () => {
+ *   await locks.withGlobal(async () => {
+ *     // mount or unmount here
+ *   });
+ * });
+ * ```
+ */
+export class LayerLocks {
+  /** Directory holding one lock file per layer id. */
+  readonly lockDir: string;
+  #keyed = new KeyedLock();
+  #global = new Mutex();
+  #ready: Promise<void> | undefined;
+
+  /** `lockDir` (e.g. `R/locks`) is created, 0700, on first use. */
+  constructor(lockDir: string) {
+    this.lockDir = lockDir;
+  }
+
+  /** Run `fn` holding layer `id`'s lock (in-process and cross-process). */
+  async withLayer<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    validateLayerId(id);
+    return await this.#keyed.run(id, async () => {
+      const file = await this.#flock(join(this.lockDir, id));
+      try {
+        return await fn();
+      } finally {
+        file.close();
+      }
+    });
+  }
+
+  /** Run `fn` holding the root-wide lock (in-process and cross-process). */
+  async withGlobal<T>(fn: () => Promise<T>): Promise<T> {
+    return await this.#global.run(async () => {
+      await this.#ensureDir();
+      const dir = await Deno.open(this.lockDir, { read: true });
+      try {
+        await dir.lock(true);
+        return await fn();
+      } finally {
+        dir.close();
+      }
+    });
+  }
+
+  /**
+   * Delete layer `id`'s lock file once the layer is gone. Call it only inside
+   * `withLayer(id, ...)`: waiters on the old file notice it was unlinked and
+   * lock the new one.
+   */
+  async discard(id: string): Promise<void> {
+    validateLayerId(id);
+    await Deno.remove(join(this.lockDir, id)).catch((e) => {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    });
+  }
+
+  #ensureDir(): Promise<void> {
+    this.#ready ??= Deno.mkdir(this.lockDir, { recursive: true, mode: 0o700 }).catch((e) => {
+      this.#ready = undefined; // let the next call try again
+      throw new Error(`create lock directory ${this.lockDir}: ${e.message}`, { cause: e });
+    });
+    return this.#ready;
+  }
+
+  /** Open and flock `path`; retry when the file was replaced while we waited. */
+  async #flock(path: string): Promise<Deno.FsFile> {
+    await this.#ensureDir();
+    for (;;) {
+      const f = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+      try {
+        await f.lock(true);
+        const held = await f.stat();
+        const now = await Deno.lstat(path).catch((e) => {
+          if (e instanceof Deno.errors.NotFound) return undefined;
+          throw e;
+        });
+        if (now && sameFile(held, now)) return f;
+      } catch (e) {
+        f.close();
+        throw new Error(`lock ${path}: ${(e as Error).message}`, { cause: e });
+      }
+      f.close();
+    }
+  }
+}
