@@ -1,0 +1,179 @@
+/**
+ * Kernel probes for aufs: whether the kernel has it at all (seed §2.2) and
+ * whether it accepts the `dirperm1` option (seed §4.4).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import type { Libc } from "../../ffi/libc.ts";
+import { AufsNestedError, AufsNotSupportedError } from "../errors.ts";
+import { AUFS_XINO } from "./branches.ts";
+
+/** Options of {@linkcode supportsAufs}. */
+export interface AufsProbeOptions {
+  /** Where `/proc` is read from (default `/proc`). */
+  procRoot?: string;
+  /**
+   * Try to load a kernel module; failures must be swallowed (default: run
+   * `modprobe <name>`, ignoring a missing binary, its status and its output).
+   */
+  loadModule?: (name: string) => Promise<void>;
+}
+
+/**
+ * Run `modprobe <name>` and ignore every outcome: a missing binary, a
+ * refused permission, a non-zero status (seed §2.2 step 1).
+ *
+ * @example
+ * ```ts
+ * import { modprobe } from "./probe.ts";
+ * await modprobe("aufs"); // never throws
+ * ```
+ */
+export async function modprobe(name: string): Promise<void> {
+  try {
+    await new Deno.Command("modprobe", { args: [name], stdout: "null", stderr: "null" }).output();
+  } catch {
+    // The attempt is best effort by design: the /proc/filesystems scan decides.
+  }
+}
+
+/** The uid_map line of the initial user namespace. */
+const INIT_USERNS = [0, 0, 4294967295];
+
+/**
+ * Whether this process runs in a user namespace other than the initial one,
+ * read from the first line of `<procRoot>/self/uid_map`. An unreadable file
+ * means "initial namespace"; anything but `0 0 4294967295` means nested.
+ *
+ * @example
+ * ```ts
+ * import { runningInUserNs } from "./probe.ts";
+ * console.log(runningInUserNs("/proc"));
+ * ```
+ */
+export function runningInUserNs(procRoot = "/proc"): boolean {
+  let content: string;
+  try {
+    content = Deno.readTextFileSync(join(procRoot, "self", "uid_map"));
+  } catch {
+    return false;
+  }
+  const first = content.split("\n", 1)[0];
+  const fields = first.trim().split(/\s+/).map(Number);
+  return !INIT_USERNS.every((v, i) => fields[i] === v);
+}
+
+/**
+ * Resolve when the kernel can mount aufs; otherwise throw
+ * {@linkcode AufsNestedError} (inside a user namespace) or
+ * {@linkcode AufsNotSupportedError} (not in `<procRoot>/filesystems`, or that
+ * file unreadable). Order as in the seed: module load attempt, user-namespace
+ * check, filesystems scan.
+ *
+ * @example
+ * ```ts
+ * import { supportsAufs } from "./probe.ts";
+ * try {
+ *   await supportsAufs();
+ * } catch (e) {
+ *   console.log((e as Error).message);
+ * }
+ * ```
+ */
+export async function supportsAufs(opts: AufsProbeOptions = {}): Promise<void> {
+  const procRoot = opts.procRoot ?? "/proc";
+  await (opts.loadModule ?? modprobe)("aufs");
+  if (runningInUserNs(procRoot)) throw new AufsNestedError();
+  const path = join(procRoot, "filesystems");
+  let list: string;
+  try {
+    list = Deno.readTextFileSync(path);
+  } catch (e) {
+    throw new AufsNotSupportedError(`cannot read ${path}: ${(e as Error).message}`, { cause: e });
+  }
+  if (!list.split("\n").some((line) => line.includes("aufs"))) {
+    throw new AufsNotSupportedError(`AUFS was not found in ${path}`);
+  }
+}
+
+/** Options of {@linkcode probeDirperm1}. */
+export interface Dirperm1ProbeOptions {
+  /** Parent of the probe's temporary dirs (default: `$TMPDIR` or `/tmp`). */
+  tmpDir?: string;
+  /** Unmount the probe mount (default: plain `umount2(path, 0)`). */
+  unmount?: (path: string) => Promise<void> | void;
+  /** Told about failures that do not change the answer. */
+  warn?: (message: string) => void;
+}
+
+/**
+ * Mount a one-branch aufs with `dirperm1` on a temporary dir and report
+ * whether the kernel took it (seed §4.4). Never throws: failing to make the
+ * temporary dirs, or the mount failing, means `false`. The temporary dirs are
+ * removed in every case. Use {@linkcode dirperm1Supported} for the memoised
+ * answer.
+ *
+ * @example
+ * ```ts
+ * import { probeDirperm1 } from "./probe.ts";
+ * import { systemLibc } from "../../ffi/libc.ts";
+ * console.log(await probeDirperm1(systemLibc())); // false without aufs
+ * ```
+ */
+export async function probeDirperm1(libc: Libc, opts: Dirperm1ProbeOptions = {}): Promise<boolean> {
+  const warn = opts.warn ?? (() => {});
+  const made: string[] = [];
+  try {
+    const base = await Deno.makeTempDir({ dir: opts.tmpDir, prefix: "storage-aufs-base" });
+    made.push(base);
+    const union = await Deno.makeTempDir({ dir: opts.tmpDir, prefix: "storage-aufs-union" });
+    made.push(union);
+    try {
+      libc.mount("none", union, "aufs", 0n, `br:${base},dirperm1,xino=${AUFS_XINO}`);
+    } catch {
+      return false;
+    }
+    try {
+      await (opts.unmount ?? ((p: string) => libc.umount2(p, 0)))(union);
+    } catch (e) {
+      warn(`dirperm1 probe: unmounting ${union} failed: ${(e as Error).message}`);
+    }
+    return true;
+  } catch (e) {
+    warn(`dirperm1 probe: cannot make its temporary dirs: ${(e as Error).message}`);
+    return false;
+  } finally {
+    for (const dir of made.reverse()) {
+      try {
+        await Deno.remove(dir, { recursive: true });
+      } catch (e) {
+        warn(`dirperm1 probe: removing ${dir} failed: ${(e as Error).message}`);
+      }
+    }
+  }
+}
+
+const dirperm1Answers = new WeakMap<Libc, Promise<boolean>>();
+
+/**
+ * Whether aufs accepts `dirperm1`, probed once per process and libc (the
+ * real libc is one object, so the real kernel is probed once; each test
+ * double is probed once too). Concurrent callers share the one probe.
+ *
+ * @example
+ * ```ts
+ * import { dirperm1Supported } from "./probe.ts";
+ * import { systemLibc } from "../../ffi/libc.ts";
+ * console.log(await dirperm1Supported(systemLibc()));
+ * ```
+ */
+export function dirperm1Supported(libc: Libc, opts: Dirperm1ProbeOptions = {}): Promise<boolean> {
+  let answer = dirperm1Answers.get(libc);
+  if (!answer) {
+    answer = probeDirperm1(libc, opts);
+    dirperm1Answers.set(libc, answer);
+  }
+  return answer;
+}

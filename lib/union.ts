@@ -1,0 +1,781 @@
+/**
+ * The generic union driver: layers with parent chains under one root, each
+ * with its own diff directory, mounted as a union of its chain by a
+ * {@linkcode UnionBackend} (aufs, overlay). It composes the layer store, the
+ * per-layer and root-wide locks, the persistent mount counts and the mount
+ * helpers; the backend adds only what is its own.
+ *
+ * Root layout (seed §1): `layers/<id>` (parent chains), `diff/<id>` (a
+ * layer's own files), `mnt/<id>` (its union mountpoint), plus the backend's
+ * per-layer dirs (e.g. overlay's `work/<id>`), and the driver's own
+ * `incomplete/`, `locks/` and `counts/`.
+ *
+ * @module
+ */
+
+import { dirname, join, relative, resolve } from "node:path";
+import { AT, Errno, errnoOf, type Libc, systemLibc } from "../ffi/libc.ts";
+import type { WhiteoutFormat } from "./archive/whiteouts.ts";
+import { isIdentity, rootPair } from "./archive/idmap.ts";
+import type {
+  Change,
+  CreateOpts,
+  Driver,
+  DriverOptions,
+  FileGetter,
+  IDMap,
+  MountOpts,
+} from "./driver.ts";
+import { IncompatibleFsError, LayerError, LayerNotFoundError } from "./errors.ts";
+import { backingFsName } from "./fsmagic.ts";
+import { layerIdProblem, validateLayerId } from "./ids.ts";
+import { LayerLocks, Mutex } from "./locks.ts";
+import { isMountpoint, makePrivate, readMountinfo, unmountRetry } from "./mounts.ts";
+import { MountCounts } from "./refcount.ts";
+import { atomicRemove, ensureRemoveAll, sweepRemoving } from "./remove.ts";
+import { LayerStore } from "./store.ts";
+
+/** What a backend is asked to mount: one layer's union. */
+export interface UnionMount {
+  /** The layer. */
+  id: string;
+  /** Mountpoint, `mnt/<id>`. */
+  target: string;
+  /** The layer's own, writable directory, `diff/<id>`. */
+  upper: string;
+  /** Diff directories of its ancestors, nearest parent first. */
+  lowers: string[];
+  /** The layer's backend-specific dirs by name, e.g. `{ work: "<root>/work/<id>" }`. */
+  layerDirs: Record<string, string>;
+  /** SELinux label for the mount, if any. */
+  mountLabel?: string;
+}
+
+/**
+ * What differs between union filesystems. A backend is stateless towards the
+ * driver: the driver holds the locks (a mount or unmount call runs alone, in
+ * the process and across processes) and retries EBUSY unmounts.
+ *
+ * @example
+ * ```ts
+ * import type { UnionBackend } from "./union.ts";
+ * const fake: UnionBackend = {
+ *   name: "fake",
+ *   whiteoutFormat: "aufs",
+ *   layerDirs: [],
+ *   refusedBackingFs: [],
+ *   checkSupport: async () => {},
+ *   isMounted: () => false,
+ *   mount: async () => {},
+ *   unmount: async () => {},
+ *   status: async () => [],
+ * };
+ * ```
+ */
+export interface UnionBackend {
+  /** Backend and driver name, e.g. `"aufs"`. */
+  readonly name: string;
+  /** How its diff directories record deletions. */
+  readonly whiteoutFormat: WhiteoutFormat;
+  /**
+   * Per-layer directories besides `diff/<id>` and `mnt/<id>`, by the name of
+   * their parent dir under the root (overlay: `["work"]`). Made by create,
+   * deleted by remove, swept for `-removing` leftovers at init.
+   */
+  readonly layerDirs: readonly string[];
+  /** Backing filesystems (names from `FS_MAGIC`) the root must not live on. */
+  readonly refusedBackingFs: readonly string[];
+  /** The kernel checks Init runs first; throw a `NotSupportedError` when the backend cannot run. */
+  checkSupport(): Promise<void>;
+  /** Whether `path` is (inside) a live union of this backend; a missing path is not. */
+  isMounted(path: string): boolean;
+  /** Mount one union; on failure nothing may be left mounted at the target. */
+  mount(request: UnionMount): Promise<void>;
+  /** One unmount attempt of a union (the driver retries EBUSY). */
+  unmount(target: string): Promise<void>;
+  /** The backend's own status pairs, shown after the generic ones. */
+  status(): Promise<[string, string][]>;
+}
+
+/**
+ * The layer-tar half of a driver (diff, apply, sizes, changes), kept apart so
+ * it can be written and tested on its own. Each method gets the driver it
+ * serves as its first argument and may use its accessors (`diffDir`,
+ * `mountDir`, `parentChain`, `store`, `withLayerLock`, `whiteoutFormat`,
+ * `uidMaps`, `gidMaps`, `libc`) and its `get`/`put`. It must not call
+ * `get`/`put`/`remove` of a layer from inside `withLayerLock` of that layer
+ * (the locks are not re-entrant).
+ *
+ * @example
+ * ```ts
+ * import type { LayerArchive } from "./union.ts";
+ * const sizesOnly: Partial<LayerArchive> = {
+ *   diffSize: async (driver, id) => (await Deno.stat(driver.diffDir(id))).size,
+ * };
+ * ```
+ */
+export interface LayerArchive {
+  /** See `Driver.diff`. */
+  diff(
+    driver: UnionDriver,
+    id: string,
+    parent: string,
+    opts?: MountOpts,
+  ): Promise<ReadableStream<Uint8Array>>;
+  /** See `Driver.applyDiff`. */
+  applyDiff(
+    driver: UnionDriver,
+    id: string,
+    parent: string,
+    tar: ReadableStream<Uint8Array>,
+    opts?: MountOpts,
+  ): Promise<number>;
+  /** See `Driver.diffSize`. */
+  diffSize(driver: UnionDriver, id: string, parent: string, opts?: MountOpts): Promise<number>;
+  /** See `Driver.changes`. */
+  changes(driver: UnionDriver, id: string, parent: string, opts?: MountOpts): Promise<Change[]>;
+  /** See `Driver.diffGetter`. */
+  diffGetter(driver: UnionDriver, id: string): Promise<FileGetter>;
+}
+
+const notWired = () => Promise.reject(new Error("layer tars are not wired in yet"));
+
+/**
+ * The archive used when none is given: every method rejects with
+ * `layer tars are not wired in yet`.
+ *
+ * @example
+ * ```ts
+ * import { UNWIRED_ARCHIVE } from "./union.ts";
+ * console.log(typeof UNWIRED_ARCHIVE.diff); // function
+ * ```
+ */
+export const UNWIRED_ARCHIVE: LayerArchive = Object.freeze({
+  diff: notWired,
+  applyDiff: notWired,
+  diffSize: notWired,
+  changes: notWired,
+  diffGetter: notWired,
+});
+
+let defaultArchive: LayerArchive = UNWIRED_ARCHIVE;
+
+/**
+ * Set the archive that drivers created afterwards use when their options
+ * name none (the archive module calls this once it exists).
+ *
+ * @example
+ * ```ts
+ * import { setDefaultLayerArchive, UNWIRED_ARCHIVE } from "./union.ts";
+ * setDefaultLayerArchive(UNWIRED_ARCHIVE);
+ * ```
+ */
+export function setDefaultLayerArchive(archive: LayerArchive): void {
+  defaultArchive = archive;
+}
+
+/** Options of {@linkcode UnionDriver}. */
+export interface UnionDriverOptions extends DriverOptions {
+  /** Layer tars in and out (default: the one set by {@linkcode setDefaultLayerArchive}). */
+  archive?: LayerArchive;
+  /** Told about failures that are reported but do not stop the operation. */
+  onWarning?: (message: string) => void;
+  /** EBUSY retries of an unmount in remove/put/cleanup (default 5). */
+  unmountRetries?: number;
+  /** Pause between those retries in milliseconds (default 100). */
+  unmountRetryDelayMs?: number;
+}
+
+/** Why a layer is marked incomplete while create runs. */
+const CREATING = "create";
+
+const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
+/** The errno of `e` or of the first error in its cause chain that has one. */
+function causeErrno(e: unknown): number | undefined {
+  for (let cur = e, depth = 0; cur !== undefined && depth < 8; depth++) {
+    const n = errnoOf(cur);
+    if (n !== undefined) return n;
+    cur = (cur as { cause?: unknown })?.cause;
+  }
+  return undefined;
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function realPathOrUndefined(path: string): string | undefined {
+  try {
+    return Deno.realPathSync(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return undefined;
+    throw e;
+  }
+}
+
+/**
+ * Whether the top mount at `path` is `path` bind-mounted onto itself (what
+ * Init's `makePrivate` makes), as opposed to a filesystem mounted there by
+ * someone else.
+ */
+function isSelfBind(path: string, procRoot: string): boolean {
+  const table = readMountinfo(procRoot);
+  const top = table.findLast((m) => m.mountPoint === path);
+  if (!top) return false;
+  const under = table.find((m) => m.id === top.parent);
+  if (!under || under.major !== top.major || under.minor !== top.minor) return false;
+  return top.root === join(under.root, relative(under.mountPoint, path));
+}
+
+/**
+ * A {@linkcode Driver} over a {@linkcode UnionBackend}. Construct, then
+ * {@linkcode UnionDriver.prepare} once (backends' `init` functions do both).
+ *
+ * Paths: a layer without parents is never mounted, `get` returns its
+ * `diff/<id>`; a layer with parents is mounted at `mnt/<id>`. Each `get`
+ * takes a reference, each `put` drops one; counts persist in `counts/`, so a
+ * `get` in one process and a `put` in another balance. The first reference
+ * mounts, the last unmounts.
+ *
+ * @example
+ * ```ts
+ * import { UnionDriver } from "./union.ts";
+ * import { AufsBackend } from "./aufs/backend.ts";
+ * import { systemLibc } from "../ffi/libc.ts";
+ * const libc = systemLibc();
+ * const driver = new UnionDriver("/var/lib/strata/aufs", new AufsBackend(libc), { libc });
+ * await driver.prepare();
+ * ```
+ */
+export class UnionDriver implements Driver {
+  /** Backend name. */
+  readonly name: string;
+  /** The driver root (absolute). */
+  readonly root: string;
+  /** The metadata store (`layers/`, `incomplete/`). */
+  readonly store: LayerStore;
+  /** The system calls this driver makes. */
+  readonly libc: Libc;
+  /** Host ranges of container uids (empty: identity). */
+  readonly uidMaps: IDMap[];
+  /** Host ranges of container gids (empty: identity). */
+  readonly gidMaps: IDMap[];
+  /** Where `/proc` is read from. */
+  readonly procRoot: string;
+  /** The backend that mounts unions. */
+  readonly backend: UnionBackend;
+  readonly #archive: LayerArchive;
+  readonly #locks: LayerLocks;
+  readonly #counts: MountCounts;
+  readonly #mountMutex = new Mutex();
+  readonly #held = new Map<string, string>();
+  readonly #warn: (message: string) => void;
+  readonly #retries: number;
+  readonly #retryDelayMs: number;
+  #backingFs = "<unknown>";
+
+  /** No I/O: the driver is usable after {@linkcode UnionDriver.prepare}. */
+  constructor(root: string, backend: UnionBackend, opts: UnionDriverOptions = {}) {
+    this.root = resolve(root);
+    this.backend = backend;
+    this.name = backend.name;
+    this.libc = opts.libc ?? systemLibc();
+    this.uidMaps = opts.uidMaps ?? [];
+    this.gidMaps = opts.gidMaps ?? [];
+    this.procRoot = opts.procRoot ?? "/proc";
+    this.#archive = opts.archive ?? defaultArchive;
+    this.#warn = opts.onWarning ?? ((m) => console.warn(`strata ${backend.name}: ${m}`));
+    this.#retries = opts.unmountRetries ?? 5;
+    this.#retryDelayMs = opts.unmountRetryDelayMs ?? 100;
+    this.store = new LayerStore(this.root);
+    this.#locks = new LayerLocks(join(this.root, "locks"));
+    this.#counts = new MountCounts(join(this.root, "counts"), (p) => backend.isMounted(p));
+  }
+
+  /** How the diff directories record deletions (the backend's format). */
+  get whiteoutFormat(): WhiteoutFormat {
+    return this.backend.whiteoutFormat;
+  }
+
+  /** Name of the filesystem under the root, as found by {@linkcode UnionDriver.prepare}. */
+  get backingFs(): string {
+    return this.#backingFs;
+  }
+
+  /**
+   * Init (seed §2.3): the backend's kernel checks; the backing filesystem of
+   * the root's parent (refused ones throw {@linkcode IncompatibleFsError});
+   * the root (0700) made a private mount, bind-mounting it onto itself when
+   * needed; `mnt`, `diff`, `layers` and the backend's dirs (0700); leftover
+   * `*-removing` dirs swept; half-made layers (a create cut short) removed.
+   * If a step after the bind mount fails, the bind mount is undone.
+   */
+  async prepare(): Promise<void> {
+    await this.backend.checkSupport();
+    const fs = this.#backingFsOfParent();
+    this.#backingFs = fs;
+    if (this.backend.refusedBackingFs.includes(fs)) {
+      throw new IncompatibleFsError(this.backend.name, fs);
+    }
+    const owner = rootPair(this);
+    this.#mkdirs(this.root, 0o700, owner, true);
+    const wasMountpoint = isMountpoint(this.root, this.procRoot);
+    makePrivate(this.libc, this.root, this.procRoot);
+    try {
+      for (const dir of ["mnt", "diff", "layers", ...this.backend.layerDirs]) {
+        this.#mkdirs(join(this.root, dir), 0o700, owner, false);
+      }
+      for (const dir of ["mnt", "diff", ...this.backend.layerDirs]) {
+        await sweepRemoving(
+          this.libc,
+          join(this.root, dir),
+          this.procRoot,
+          (path, e) => this.#warn(`could not remove stale ${path}: ${message(e)}`),
+        );
+      }
+      for (const { id, why } of await this.store.incomplete()) {
+        if (why !== CREATING) continue;
+        try {
+          await this.#locks.withLayer(id, () => this.#removeLayer(id));
+        } catch (e) {
+          this.#warn(`could not remove half-made layer ${id}: ${message(e)}`);
+        }
+      }
+    } catch (e) {
+      if (!wasMountpoint) {
+        try {
+          this.libc.umount2(this.root, 0);
+        } catch (undo) {
+          this.#warn(`could not undo the bind mount of ${this.root}: ${message(undo)}`);
+        }
+      }
+      throw e;
+    }
+  }
+
+  /**
+   * The filesystem under the root's parent (seed §2.3 step 2); when the
+   * parent does not exist yet, the nearest ancestor that does, since the
+   * root will be made there.
+   */
+  #backingFsOfParent(): string {
+    for (let dir = dirname(this.root);; dir = dirname(dir)) {
+      try {
+        return backingFsName(this.libc, dir);
+      } catch (e) {
+        if (errnoOf(e) !== Errno.ENOENT || dirname(dir) === dir) throw e;
+      }
+    }
+  }
+
+  /** `diff/<id>`: the layer's own files (validated id). */
+  diffDir(id: string): string {
+    validateLayerId(id);
+    return join(this.root, "diff", id);
+  }
+
+  /** `mnt/<id>`: where the layer's union is mounted (validated id). */
+  mountDir(id: string): string {
+    validateLayerId(id);
+    return join(this.root, "mnt", id);
+  }
+
+  /** The layer's backend-specific dir under `<name>/<id>` (validated id). */
+  layerDir(name: string, id: string): string {
+    validateLayerId(id);
+    return join(this.root, name, id);
+  }
+
+  /**
+   * The ancestors of `id`, nearest first (`[]` for a base layer). Throws
+   * {@linkcode LayerNotFoundError} for an unknown layer.
+   */
+  parentChain(id: string): Promise<string[]> {
+    return this.store.parents(id);
+  }
+
+  /**
+   * The path `get(id)` returns: `diff/<id>` for a layer without parents,
+   * `mnt/<id>` otherwise. Does not mount.
+   */
+  async layerPath(id: string): Promise<string> {
+    const chain = await this.parentChain(id);
+    return chain.length === 0 ? this.diffDir(id) : this.mountDir(id);
+  }
+
+  /** The path this driver's `get(id)` handed out while it holds a reference, if any. */
+  heldPath(id: string): string | undefined {
+    return this.#held.get(id);
+  }
+
+  /** The reference count of `id`, reconciled with the mount table. */
+  async mountCount(id: string): Promise<number> {
+    const chain = await this.parentChain(id);
+    return await this.#counts.get(id, chain.length === 0 ? null : this.mountDir(id));
+  }
+
+  /** Whether `path` is a live union of this driver's backend (a missing path is not). */
+  isMounted(path: string): boolean {
+    return this.backend.isMounted(path);
+  }
+
+  /** Run `fn` holding layer `id`'s lock (in this process and across processes). Not re-entrant. */
+  withLayerLock<T>(id: string, fn: () => Promise<T>): Promise<T> {
+    validateLayerId(id);
+    return this.#locks.withLayer(id, fn);
+  }
+
+  /**
+   * Four pairs for aufs: root, backing filesystem, number of layers, then the
+   * backend's own (aufs: dirperm1 support).
+   */
+  async status(): Promise<[string, string][]> {
+    const layers = await this.store.list();
+    const own = await this.#withMountLock(() => this.backend.status());
+    return [
+      ["Root Dir", this.root],
+      ["Backing Filesystem", this.#backingFs],
+      ["Dirs", String(layers.length)],
+      ...own,
+    ];
+  }
+
+  /** No per-layer metadata (seed §3.8). */
+  metadata(_id: string): Promise<Record<string, string> | null> {
+    return Promise.resolve(null);
+  }
+
+  /** Whether `id` is a complete layer. Invalid ids never exist. */
+  exists(id: string): Promise<boolean> {
+    return this.store.exists(id);
+  }
+
+  /** All complete layers, sorted byte-wise. */
+  listLayers(): Promise<string[]> {
+    return this.store.list();
+  }
+
+  /** No additional image stores. */
+  additionalImageStores(): string[] {
+    return [];
+  }
+
+  /**
+   * Create layer `id` on `parent` (`""` for a base layer). Ids are checked
+   * before anything is touched. The layer is marked incomplete until its
+   * dirs and its chain file are in place; on failure everything made is
+   * removed again. Throws {@linkcode LayerNotFoundError} for a missing parent
+   * and a {@linkcode LayerError} when `id` already exists.
+   */
+  async create(id: string, parent: string, opts?: CreateOpts): Promise<void> {
+    validateLayerId(id);
+    if (parent !== "") validateLayerId(parent);
+    if (opts?.storageOpt && Object.keys(opts.storageOpt).length > 0) {
+      throw new LayerError(
+        id,
+        "create",
+        "",
+        new Error(`--storage-opt is not supported for ${this.name}`),
+      );
+    }
+    await this.#locks.withLayer(id, async () => {
+      if (await this.store.exists(id)) {
+        throw new LayerError(
+          id,
+          "create",
+          this.store.fileOf(id),
+          new Deno.errors.AlreadyExists("the layer already exists"),
+        );
+      }
+      let chain: string[] = [];
+      if (parent !== "") {
+        if (!(await this.store.exists(parent))) {
+          throw new LayerNotFoundError(parent, `parent of ${id}`);
+        }
+        chain = [parent, ...(await this.store.parents(parent))];
+      }
+      await this.store.markIncomplete(id, CREATING);
+      try {
+        const owner = rootPair(this);
+        for (const dir of this.#layerDirPaths(id)) await this.#freshDir(dir, owner);
+        await this.store.write(id, chain);
+      } catch (e) {
+        try {
+          await this.#removeLayer(id);
+        } catch (undo) {
+          this.#warn(
+            `create ${id} failed and its leftovers stay for the next init: ${message(undo)}`,
+          );
+        }
+        throw e;
+      }
+      await this.store.clearIncomplete(id);
+    });
+  }
+
+  /** Same as {@linkcode UnionDriver.create}. */
+  createReadWrite(id: string, parent: string, opts?: CreateOpts): Promise<void> {
+    return this.create(id, parent, opts);
+  }
+
+  /**
+   * Unmount and delete layer `id`: the union is unmounted (EBUSY retried),
+   * then the chain file is deleted first, then `diff/<id>` and `mnt/<id>`
+   * (and the backend's dirs) are renamed to `*-removing` and deleted. Its
+   * mount count and held path are reset. Removing an unknown id succeeds.
+   */
+  async remove(id: string): Promise<void> {
+    validateLayerId(id);
+    await this.#locks.withLayer(id, () => this.#removeLayer(id));
+  }
+
+  /**
+   * Take a reference on layer `id` and return its root: `diff/<id>` for a
+   * layer without parents (never mounted), else `mnt/<id>`, mounted on the
+   * first reference. A failed mount leaves the count as it was. Returns the
+   * same path on every call while referenced.
+   */
+  async get(id: string, opts?: MountOpts): Promise<string> {
+    validateLayerId(id);
+    return await this.#locks.withLayer(id, async () => {
+      const chain = await this.store.parents(id);
+      if (chain.length === 0) {
+        const path = this.diffDir(id);
+        await this.#counts.increment(id, null);
+        this.#held.set(id, path);
+        return path;
+      }
+      const target = this.mountDir(id);
+      const count = await this.#counts.increment(id, target);
+      if (count > 1) {
+        this.#held.set(id, target);
+        return target;
+      }
+      try {
+        await this.#mountUnion(id, target, chain, opts?.mountLabel);
+      } catch (e) {
+        await this.#counts.decrement(id, target);
+        throw e;
+      }
+      this.#held.set(id, target);
+      return target;
+    });
+  }
+
+  /**
+   * Drop a reference on layer `id`; the last one unmounts its union (EBUSY
+   * retried). Counts never go below zero.
+   */
+  async put(id: string): Promise<void> {
+    validateLayerId(id);
+    await this.#locks.withLayer(id, async () => {
+      const chain = await this.store.parents(id);
+      const target = chain.length === 0 ? null : this.mountDir(id);
+      const count = await this.#counts.decrement(id, target);
+      if (count > 0) return;
+      this.#held.delete(id);
+      if (target !== null) await this.#unmountRetrying(id, target, "put");
+    });
+  }
+
+  /**
+   * Unmount every union under `mnt/` (each layer's lock held while its
+   * union is unmounted), then the root's bind mount onto itself made by
+   * Init. Every failure is reported, together, after all were tried.
+   */
+  async cleanup(): Promise<void> {
+    const failures: string[] = [];
+    const mnt = join(this.root, "mnt");
+    let names: string[] = [];
+    try {
+      names = [...Deno.readDirSync(mnt)].filter((e) => e.isDirectory).map((e) => e.name);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) failures.push(`list ${mnt}: ${message(e)}`);
+    }
+    for (const name of names) {
+      const path = join(mnt, name);
+      try {
+        if (!this.backend.isMounted(path)) continue;
+        if (layerIdProblem(name) === undefined) {
+          await this.#locks.withLayer(name, async () => {
+            await this.#unmountRetrying(name, path, "cleanup");
+            this.#held.delete(name);
+          });
+        } else await this.#unmountRetrying(name, path, "cleanup");
+      } catch (e) {
+        failures.push(message(e));
+      }
+    }
+    try {
+      const root = realPathOrUndefined(this.root);
+      if (root !== undefined && isSelfBind(root, this.procRoot)) {
+        await unmountRetry(this.libc, this.root, {
+          retries: this.#retries,
+          delayMs: this.#retryDelayMs,
+          isMounted: (p) => isMountpoint(p, this.procRoot),
+        });
+      }
+    } catch (e) {
+      failures.push(`unmount the bind mount of ${this.root}: ${message(e)}`);
+    }
+    if (failures.length > 0) {
+      throw new Error(`${this.name} cleanup of ${this.root}: ${failures.join("; ")}`);
+    }
+  }
+
+  /** See {@linkcode LayerArchive.diff}. */
+  diff(id: string, parent: string, opts?: MountOpts): Promise<ReadableStream<Uint8Array>> {
+    return this.#archive.diff(this, id, parent, opts);
+  }
+
+  /** See {@linkcode LayerArchive.applyDiff}. */
+  applyDiff(
+    id: string,
+    parent: string,
+    tar: ReadableStream<Uint8Array>,
+    opts?: MountOpts,
+  ): Promise<number> {
+    return this.#archive.applyDiff(this, id, parent, tar, opts);
+  }
+
+  /** See {@linkcode LayerArchive.diffSize}. */
+  diffSize(id: string, parent: string, opts?: MountOpts): Promise<number> {
+    return this.#archive.diffSize(this, id, parent, opts);
+  }
+
+  /** See {@linkcode LayerArchive.changes}. */
+  changes(id: string, parent: string, opts?: MountOpts): Promise<Change[]> {
+    return this.#archive.changes(this, id, parent, opts);
+  }
+
+  /** See {@linkcode LayerArchive.diffGetter}. */
+  diffGetter(id: string): Promise<FileGetter> {
+    return this.#archive.diffGetter(this, id);
+  }
+
+  /** Mount and unmount calls run one at a time: in this driver, and across processes. */
+  #withMountLock<T>(fn: () => Promise<T>): Promise<T> {
+    return this.#mountMutex.run(() => this.#locks.withGlobal(fn));
+  }
+
+  /** Every per-layer directory: mnt, diff, then the backend's. */
+  #layerDirPaths(id: string): string[] {
+    return [
+      this.mountDir(id),
+      this.diffDir(id),
+      ...this.backend.layerDirs.map((d) => this.layerDir(d, id)),
+    ];
+  }
+
+  async #mountUnion(id: string, target: string, chain: string[], label?: string): Promise<void> {
+    const layerDirs: Record<string, string> = {};
+    for (const d of this.backend.layerDirs) layerDirs[d] = this.layerDir(d, id);
+    const request: UnionMount = {
+      id,
+      target,
+      upper: this.diffDir(id),
+      lowers: chain.map((p) => this.diffDir(p)),
+      layerDirs,
+      mountLabel: label,
+    };
+    try {
+      await this.#withMountLock(async () => {
+        if (!this.backend.isMounted(target)) await this.backend.mount(request);
+      });
+    } catch (e) {
+      const missing = chain.find((p) => !this.#isDir(this.diffDir(p)));
+      if (missing !== undefined) {
+        throw new LayerNotFoundError(missing, `ancestor of ${id}, needed to mount ${target}`, {
+          cause: e,
+        });
+      }
+      throw new LayerError(id, `mount ${this.name} union`, target, e);
+    }
+  }
+
+  /** Unmount `path` if mounted, retrying EBUSY; errors name the layer and the operation. */
+  async #unmountRetrying(id: string, path: string, op: string): Promise<void> {
+    for (let attempt = 0;; attempt++) {
+      if (!this.backend.isMounted(path)) return;
+      try {
+        await this.#withMountLock(async () => {
+          if (this.backend.isMounted(path)) await this.backend.unmount(path);
+        });
+        return;
+      } catch (e) {
+        if (causeErrno(e) !== Errno.EBUSY) throw new LayerError(id, `${op}: unmount`, path, e);
+        if (attempt >= this.#retries) {
+          throw new LayerError(id, `${op}: unmount (still busy after ${attempt} retries)`, path, e);
+        }
+      }
+      await sleep(this.#retryDelayMs);
+    }
+  }
+
+  /** Remove's body; the caller holds the layer's lock. */
+  async #removeLayer(id: string): Promise<void> {
+    const target = this.mountDir(id);
+    await this.#unmountRetrying(id, target, "remove");
+    await this.store.remove(id);
+    const dirs = [
+      this.diffDir(id),
+      target,
+      ...this.backend.layerDirs.map((d) => this.layerDir(d, id)),
+    ];
+    for (const dir of dirs) {
+      try {
+        await atomicRemove(this.libc, dir, this.procRoot);
+      } catch (e) {
+        throw new LayerError(id, "remove", dir, e);
+      }
+    }
+    await this.#counts.reset(id);
+    this.#held.delete(id);
+    await this.store.clearIncomplete(id);
+    await this.#locks.discard(id);
+  }
+
+  #isDir(path: string): boolean {
+    try {
+      return (this.libc.fstatat(AT.FDCWD, path, 0).mode & 0o170000) === 0o040000;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Make `path` (0700-style dirs of the root), chowning when ids are mapped. */
+  #mkdirs(path: string, mode: number, owner: { uid: number; gid: number }, parents: boolean): void {
+    try {
+      this.libc.mkdirat(AT.FDCWD, path, mode);
+    } catch (e) {
+      const n = errnoOf(e);
+      if (n === Errno.ENOENT && parents && dirname(path) !== path) {
+        this.#mkdirs(dirname(path), mode, owner, true);
+        this.libc.mkdirat(AT.FDCWD, path, mode);
+      } else if (n !== Errno.EEXIST) {
+        throw e;
+      } else if (!this.#isDir(path)) {
+        throw new Error(`mkdir ${path}: it exists and is not a directory`, { cause: e });
+      }
+    }
+    this.#chown(path, owner);
+  }
+
+  /** Make a new layer dir (0755); a leftover of a half-made layer is deleted first. */
+  async #freshDir(path: string, owner: { uid: number; gid: number }): Promise<void> {
+    try {
+      this.libc.mkdirat(AT.FDCWD, path, 0o755);
+    } catch (e) {
+      if (errnoOf(e) !== Errno.EEXIST) throw e;
+      await ensureRemoveAll(this.libc, path, this.procRoot);
+      this.libc.mkdirat(AT.FDCWD, path, 0o755);
+    }
+    this.#chown(path, owner);
+  }
+
+  #chown(path: string, owner: { uid: number; gid: number }): void {
+    if (isIdentity(this.uidMaps) && isIdentity(this.gidMaps)) return;
+    this.libc.fchownat(AT.FDCWD, path, owner.uid, owner.gid, 0);
+  }
+}
