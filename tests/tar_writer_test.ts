@@ -56,7 +56,7 @@ interface GoCase {
   error?: string;
 }
 
-Deno.test("encodeHeader writes the bytes Go 1.19 WriteHeader writes, for 94 header shapes", async () => {
+Deno.test("encodeHeader writes the bytes Go 1.19 WriteHeader writes, for 97 header shapes", async () => {
   const doc = JSON.parse(
     await Deno.readTextFile(new URL("./fixtures/tar/go_writer_cases.json", import.meta.url)),
   ) as { go: string; cases: GoCase[] };
