@@ -50,13 +50,15 @@ export interface TarHeader {
    * for permissions.
    */
   mode: number;
+  /** Owner user id. */
   uid: number;
+  /** Owner group id. */
   gid: number;
   /** User name ("" when none). */
   uname: string;
   /** Group name ("" when none). */
   gname: string;
-  /** Body size in bytes (0 for everything but regular files). */
+  /** Body size in bytes (as the header says; only regular files carry a body). */
   size: number;
   /** Modification time, seconds since the epoch (may be negative). */
   mtimeSec: number;
