@@ -959,3 +959,62 @@ Deno.test("concurrent creates, get/put pairs and removes on one parent", async (
     }
   });
 });
+
+// ---------------------------------------------------------------- across processes
+
+/** Run `body` in another Deno process with a driver `d` on the harness's root (no cleanup there). */
+async function inOtherProcess(
+  h: { root: string; proc: string; base: string },
+  body: string,
+): Promise<void> {
+  const code = `
+    import { AufsDriver } from ${JSON.stringify(import.meta.resolve("../lib/aufs/driver.ts"))};
+    import { RecordingLibc } from ${
+    JSON.stringify(import.meta.resolve("./support/recording_libc.ts"))
+  };
+    const d = await AufsDriver.init(${JSON.stringify(h.root)}, {
+      libc: new RecordingLibc(), procRoot: ${JSON.stringify(h.proc)}, loadModule: async () => {},
+      auplink: null, tmpDir: ${JSON.stringify(h.base)},
+    });
+    ${body}
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--quiet", code],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+}
+
+Deno.test("counts persist across processes: gets in one process, puts in another", async () => {
+  await withAufs(async (driver, h) => {
+    await driver.create("base", "");
+    await inOtherProcess(h, `await d.get("base"); await d.get("base");`);
+    assert.equal(await driver.mountCount("base"), 2);
+    await driver.put("base");
+    await driver.put("base");
+    assert.equal(await driver.mountCount("base"), 0);
+  });
+});
+
+Deno.test("a layer locked by another process holds off get until it is released", async () => {
+  await withAufs(async (driver, h) => {
+    await driver.create("a", "");
+    const locked = join(h.base, "locked"), released = join(h.base, "released");
+    const other = inOtherProcess(
+      h,
+      `await d.withLayerLock("a", async () => {
+        Deno.writeTextFileSync(${JSON.stringify(locked)}, "");
+        await new Promise((r) => setTimeout(r, 300));
+        Deno.writeTextFileSync(${JSON.stringify(released)}, "");
+      });`,
+    );
+    let done = false;
+    other.finally(() => done = true).catch(() => {});
+    while (!exists(locked) && !done) await new Promise((r) => setTimeout(r, 10));
+    assert.ok(exists(locked), "the other process took the lock");
+    await driver.get("a");
+    assert.ok(exists(released), "get waited for the other process's lock");
+    await other;
+  });
+});
