@@ -321,8 +321,8 @@ export class UnionDriver implements Driver {
     const owner = rootPair(this);
     this.#mkdirs(this.root, 0o700, owner, true);
     const wasMountpoint = isMountpoint(this.root, this.procRoot);
-    makePrivate(this.libc, this.root, this.procRoot);
     try {
+      makePrivate(this.libc, this.root, this.procRoot);
       for (const dir of ["mnt", "diff", "layers", ...this.backend.layerDirs]) {
         this.#mkdirs(join(this.root, dir), 0o700, owner, false);
       }
@@ -343,7 +343,7 @@ export class UnionDriver implements Driver {
         }
       }
     } catch (e) {
-      if (!wasMountpoint) {
+      if (!wasMountpoint && isMountpoint(this.root, this.procRoot)) {
         try {
           this.libc.umount2(this.root, 0);
         } catch (undo) {
@@ -508,7 +508,7 @@ export class UnionDriver implements Driver {
             `create ${id} failed and its leftovers stay for the next init: ${message(undo)}`,
           );
         }
-        throw e;
+        throw e instanceof LayerError ? e : new LayerError(id, "create", "", e);
       }
       await this.store.clearIncomplete(id);
     });

@@ -310,7 +310,9 @@ Deno.test("a create that fails midway removes what it made", async () => {
     h.libc.fail("mkdirat", Errno.EACCES, { when: (_fd, p) => p === join(h.root, "diff/2") });
     await assert.rejects(
       driver.create("2", "1"),
-      (e) => (e as Error).message.includes(join(h.root, "diff/2")),
+      (e) =>
+        e instanceof LayerError && e.id === "2" && e.message.includes(join(h.root, "diff/2")) &&
+        e.message.includes("mkdirat"),
     );
     assert.deepEqual(tree(h.root), before);
     assert.equal(await driver.exists("2"), false);
@@ -1017,4 +1019,16 @@ Deno.test("a layer locked by another process holds off get until it is released"
     assert.ok(exists(released), "get waited for the other process's lock");
     await other;
   });
+});
+
+Deno.test("init undoes its bind mount when making it private fails", async () => {
+  const h = await openHarness();
+  try {
+    h.libc.fail("mount", Errno.EINVAL, { when: (_s, _t, _f, flags) => flags === MS.PRIVATE });
+    await assert.rejects(h.reopen(), /EINVAL/);
+    assert.equal(isMountpoint(h.root), false);
+    assert.deepEqual(h.libc.callsOf("umount2").map((c) => c.args), [[h.root, 0]]);
+  } finally {
+    await h.close();
+  }
 });
