@@ -17,6 +17,7 @@ import {
   RESOLVERS,
   type Sandbox,
   streamOf,
+  symlink,
   tarOf,
 } from "./support/extract_fixtures.ts";
 
@@ -241,6 +242,25 @@ eachResolver("aufs pseudo-links: hard links into .wh..wh.plnk become copies", as
   assert.ok(err instanceof ExtractError && err.cause instanceof InvalidArchiveError);
   assert.match(err.message, /invalid aufs hardlink/);
 });
+
+eachResolver(
+  "a ./ directory entry sets dest's own metadata; other root names are skipped",
+  async (sb, o) => {
+    await apply(
+      [
+        { ...dir(".", 0o750), uid: 12, gid: 13, mtimeSec: 1234 },
+        symlink("/etc", ".."),
+        file("..", "not a file"),
+        file("a"),
+      ],
+      sb.dest,
+      o,
+    );
+    const st = lstat(sb.dest);
+    assert.deepEqual([st.mode & 0o7777, st.uid, st.gid, st.mtimeSec], [0o750, 12, 13, 1234]);
+    assert.deepEqual(contents(sb.dest), ["a"]);
+  },
+);
 
 eachResolver("missing parents are created 0755 (seed §9 row 20's fix)", async (sb, o) => {
   await apply([file("x/y/z", "deep")], sb.dest, o);

@@ -6,6 +6,9 @@
  *
  * Per entry, in stream order (names cleaned as if `dest` were `/`):
  * - every header's size is added to the returned total, skipped ones too;
+ * - a directory entry naming the root (`./`) applies its owner, mode,
+ *   xattrs and times to `dest` (as Go's `UnpackLayer`; `untar` skips it);
+ *   other entries naming the root are skipped;
  * - top-level `.wh..wh.*` entries are aufs metadata and skipped, except
  *   `.wh..wh..opq`; regular files under `.wh..wh.plnk/` are remembered (in
  *   memory, or an `O_TMPFILE` file in `dest`'s filesystem when large) so
@@ -209,7 +212,15 @@ class ApplyLayerSink implements ExtractSink {
     this.#current = h;
     this.#body = Body.Skip;
     const path = cleanInRoot(h.name);
-    if (path.length === 0) return; // the root itself: skipped
+    if (path.length === 0) {
+      // The root itself: a directory entry's metadata applies to dest, as in
+      // Go's UnpackLayer; anything else naming the root is skipped.
+      if (h.type === TarType.DIR) {
+        this.#w.begin(h, path);
+        this.#body = Body.Writer;
+      }
+      return;
+    }
 
     if (startsWithBytes(path, WHITEOUT_META_PREFIX_BYTES)) {
       if (

@@ -332,7 +332,8 @@ export class EntryWriter {
   }
 
   /**
-   * Create the entry `h` at the cleaned in-root name `path` (not the root).
+   * Create the entry `h` at the cleaned in-root name `path` (empty: the
+   * root, which only a directory entry may name: its metadata is applied).
    * Throws {@linkcode InvalidArchiveError} for a type it cannot create.
    */
   begin(h: TarHeader, path: Uint8Array): void {
@@ -346,7 +347,8 @@ export class EntryWriter {
     const perm = h.mode & PERM;
     switch (h.type) {
       case TarType.DIR:
-        this.#create(path, () => root.mkdir(path, perm & 0o777), true);
+        // The root (an empty name) exists: only its metadata is applied.
+        if (path.length > 0) this.#create(path, () => root.mkdir(path, perm & 0o777), true);
         break;
       case TarType.REG:
       case TarType.CONT:

@@ -122,6 +122,7 @@ export interface EntryInfo {
   size: number;
   mtime: number;
   ino: number;
+  nlink: number;
   content?: string;
   target?: string;
 }
@@ -150,6 +151,7 @@ export function snapshot(dir: string): Map<string, EntryInfo> {
       size: st.size,
       mtime: st.mtime?.getTime() ?? 0,
       ino: st.ino ?? 0,
+      nlink: st.nlink ?? 0,
     };
     if (st.isFile) info.content = hashBytes(Deno.readFileSync(p));
     if (st.isSymlink) info.target = Deno.readLinkSync(p);
@@ -245,6 +247,7 @@ export async function makeSandbox(prepareVictim?: (victim: string) => void): Pro
 /** Every regular file below `dir` whose content equals `text` (none expected). */
 export function filesWithContent(dir: string, text: string): string[] {
   const found: string[] = [];
+  if (!exists(dir)) return found;
   for (const [rel, info] of snapshot(dir)) {
     if (info.type === "file" && info.content === hashBytes(enc.encode(text))) found.push(rel);
   }
