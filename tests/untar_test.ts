@@ -225,6 +225,40 @@ eachResolver("modes are exact, special bits survive the chown", async (sb, o) =>
   assert.equal(mode("fifo"), 0o4777);
 });
 
+eachResolver(
+  "owners and modes stay exact in setgid directories, in any entry order",
+  async (sb, o) => {
+    const d = sb.dest;
+    await run(
+      [
+        // Content first, the directory's own (setgid) entry last: the group
+        // new entries inherit changes under the writer's feet.
+        file("late/first", "", 0o644),
+        { ...dir("late", 0o2775), gid: 42 },
+        file("late/second", "", 0o644), // created in a setgid dir: inherits 42, must be 0
+        { ...file("late/third", "", 0o644), gid: 42 },
+        dir("late/sub", 0o755), // inherits S_ISGID and 42: both must go
+        { ...symlink("x", "late/link") },
+        { ...dir("plain", 0o755), uid: 0, gid: 0 },
+        { ...file("plain/f", "", 0o640), uid: 0, gid: 0 },
+      ],
+      d,
+      o,
+    );
+    const st = (p: string) => {
+      const s = lstat(join(d, p));
+      return [s.uid, s.gid, s.mode & 0o7777];
+    };
+    assert.deepEqual(st("late"), [0, 42, 0o2775]);
+    assert.deepEqual(st("late/first"), [0, 0, 0o644]);
+    assert.deepEqual(st("late/second"), [0, 0, 0o644]);
+    assert.deepEqual(st("late/third"), [0, 42, 0o644]);
+    assert.deepEqual(st("late/sub"), [0, 0, 0o755]);
+    assert.deepEqual(st("late/link").slice(0, 2), [0, 0]);
+    assert.deepEqual(st("plain/f"), [0, 0, 0o640]);
+  },
+);
+
 eachResolver("xattrs are applied after the chown (capabilities survive)", async (sb, o) => {
   const cap = new Uint8Array([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
   const x = (m: Record<string, Uint8Array>) => new Map(Object.entries(m));
@@ -297,7 +331,7 @@ eachResolver("any chunking gives the same tree; progress reaches the end", async
     ...o,
     onProgress: (bytes, entries) => seen.push(bytes, entries),
   });
-  await untar(streamOf(tar, 777), join(sb.dest, "many"), { ...o, sync: true });
+  await untar(streamOf(tar, 777, false), join(sb.dest, "many"), { ...o, sync: true });
   assert.equal(seen.at(-2), tar.length);
   assert.equal(seen.at(-1), 4);
   for (const p of ["a/big", "a/small", "h"]) {

@@ -125,19 +125,36 @@ export class ExtractError extends Error {
 
 // ---- process facts ---------------------------------------------------------
 
-let umaskCache: number | undefined;
+/** What new files get from this process: its umask and filesystem uid/gid. */
+interface Creator {
+  umask: number;
+  fsuid: number;
+  fsgid: number;
+}
 
-/** The process umask (from /proc/self/status; 0o777 when unknown: always chmod). */
-function processUmask(): number {
-  if (umaskCache !== undefined) return umaskCache;
-  umaskCache = 0o777;
+let creatorCache: Creator | undefined;
+
+/**
+ * The process umask and fs ids, from /proc/self/status. When unknown, the
+ * safe answers: umask 0o777 (always chmod) and ids -1 (always chown).
+ */
+function creator(): Creator {
+  if (creatorCache) return creatorCache;
+  creatorCache = { umask: 0o777, fsuid: -1, fsgid: -1 };
   try {
-    const m = /^Umask:\s*([0-7]+)/m.exec(Deno.readTextFileSync("/proc/self/status"));
-    if (m) umaskCache = parseInt(m[1], 8);
+    const status = Deno.readTextFileSync("/proc/self/status");
+    const umask = /^Umask:\s*([0-7]+)/m.exec(status);
+    if (umask) creatorCache.umask = parseInt(umask[1], 8);
+    const uid = /^Uid:\s+\d+\s+\d+\s+\d+\s+(\d+)/m.exec(status);
+    const gid = /^Gid:\s+\d+\s+\d+\s+\d+\s+(\d+)/m.exec(status);
+    if (uid && gid) {
+      creatorCache.fsuid = Number(uid[1]);
+      creatorCache.fsgid = Number(gid[1]);
+    }
   } catch {
-    // keep the safe default
+    // keep the safe defaults
   }
-  return umaskCache;
+  return creatorCache;
 }
 
 /**
@@ -248,6 +265,8 @@ export class EntryWriter {
   #chown: boolean;
   #inUserNS: boolean;
   #umask: number;
+  #fsuid: number;
+  #fsgid: number;
   #dirs: PendingDir[] = [];
   // Current entry.
   #kind = Kind.None;
@@ -256,6 +275,10 @@ export class EntryWriter {
   #path: Uint8Array = new Uint8Array(0);
   #uid = 0;
   #gid = 0;
+  /** Whether the current entry needs its chown (false when creation already gave that owner). */
+  #needChown = true;
+  /** Whether the current entry needs its chmod (false when creation already gave that mode). */
+  #needChmod = true;
   /** xattrs the filesystem refused with ENOTSUP (tolerated, as the seed does). */
   ignoredXattrs = 0;
 
@@ -271,7 +294,10 @@ export class EntryWriter {
     this.#rootGid = pair.gid;
     this.#chown = !opts.noLchown;
     this.#inUserNS = opts.inUserNS ?? detectUserNS();
-    this.#umask = processUmask();
+    const c = creator();
+    this.#umask = c.umask;
+    this.#fsuid = c.fsuid;
+    this.#fsgid = c.fsgid;
   }
 
   /** Host uid/gid for header ids (ids equal to the root pair's host ids pass unmapped, §7.9). */
@@ -332,6 +358,22 @@ export class EntryWriter {
   }
 
   /**
+   * After creating `path`: skip the chown if the kernel already gave it the
+   * wanted owner (this process's fs uid, and its fs gid or a setgid
+   * directory's group). Returns whether the directory is setgid (only
+   * looked up when a chown is pending or `forMode`).
+   */
+  #fresh(path: Uint8Array, forMode: boolean): boolean {
+    if (!this.#needChown && !forMode) return false;
+    const inherited = this.#root.inherited(path);
+    if (this.#needChown) {
+      const gid = inherited.setgid ? inherited.gid : this.#fsgid;
+      this.#needChown = this.#uid !== this.#fsuid || this.#gid !== gid;
+    }
+    return inherited.setgid;
+  }
+
+  /**
    * Create the entry `h` at the cleaned in-root name `path` (empty: the
    * root, which only a directory entry may name: its metadata is applied).
    * Throws {@linkcode InvalidArchiveError} for a type it cannot create.
@@ -341,14 +383,22 @@ export class EntryWriter {
     this.#h = h;
     this.#path = path;
     this.#kind = Kind.Other;
-    const [uid, gid] = this.mapIds(h.uid, h.gid);
-    this.#uid = uid;
-    this.#gid = gid;
+    if (this.#identity) {
+      this.#uid = h.uid;
+      this.#gid = h.gid;
+    } else {
+      [this.#uid, this.#gid] = this.mapIds(h.uid, h.gid);
+    }
     const perm = h.mode & PERM;
+    this.#needChown = this.#chown;
+    this.#needChmod = true;
     switch (h.type) {
       case TarType.DIR:
         // The root (an empty name) exists: only its metadata is applied.
-        if (path.length > 0) this.#create(path, () => root.mkdir(path, perm & 0o777), true);
+        if (path.length > 0 && this.#create(path, () => root.mkdir(path, perm & 0o777), true)) {
+          const setgid = this.#fresh(path, true);
+          this.#needChmod = ((perm & 0o777 & ~this.#umask) | (setgid ? 0o2000 : 0)) !== perm;
+        }
         break;
       case TarType.REG:
       case TarType.CONT:
@@ -356,6 +406,9 @@ export class EntryWriter {
           this.#fd = root.createFile(path, perm & 0o777);
         }, false);
         this.#kind = Kind.File;
+        this.#fresh(path, false);
+        // Made with perm & ~umask; special bits only come with the chmod.
+        this.#needChmod = (perm & SPECIAL) !== 0 || (perm & this.#umask) !== 0;
         break;
       case TarType.CHR:
       case TarType.BLK:
@@ -383,6 +436,7 @@ export class EntryWriter {
       }
       case TarType.SYMLINK:
         this.#create(path, () => root.symlink(h.linkname, path), false);
+        this.#fresh(path, false);
         break;
       default:
         this.#kind = Kind.None;
@@ -416,22 +470,20 @@ export class EntryWriter {
 
   #fileMeta(fd: number, h: TarHeader): void {
     const libc = this.#libc;
-    if (this.#chown) libc.fchownat(fd, "", this.#uid, this.#gid, AT.EMPTY_PATH);
+    if (this.#needChown) libc.fchownat(fd, "", this.#uid, this.#gid, AT.EMPTY_PATH);
     if (h.xattrs) {
       for (const [name, value] of h.xattrs) {
         this.#xattr(() => libc.fsetxattr(fd, name, value));
       }
     }
-    const perm = h.mode & PERM;
-    // Created with perm & ~umask; chown cleared setuid/setgid: chmod when either matters.
-    if ((perm & SPECIAL) !== 0 || (perm & this.#umask) !== 0) libc.fchmod(fd, perm);
+    if (this.#needChmod) libc.fchmod(fd, h.mode & PERM);
     const t = entryTimes(h, true);
     libc.utimensat(fd, "", t.aSec, t.aNsec, t.mSec, t.mNsec, AT.EMPTY_PATH);
   }
 
   #otherMeta(h: TarHeader, path: Uint8Array): void {
     const root = this.#root;
-    if (this.#chown) root.lchown(path, this.#uid, this.#gid);
+    if (this.#needChown) root.lchown(path, this.#uid, this.#gid);
     if (h.xattrs) {
       for (const [name, value] of h.xattrs) {
         this.#xattr(() => root.setxattr(path, name, value));
@@ -448,7 +500,7 @@ export class EntryWriter {
       const st: Stat = root.lstat(path);
       if ((st.mode & S.IFMT) === S.IFLNK) return;
     }
-    root.chmod(path, h.mode & PERM);
+    if (this.#needChmod) root.chmod(path, h.mode & PERM);
     if (h.type === TarType.DIR) {
       this.#dirs.push({ path, times: entryTimes(h, true) });
       return;
@@ -535,6 +587,72 @@ function prepareDest(dest: string, libc: Libc, opts: UntarOptions): void {
   }
 }
 
+/** Size of each of the two buffers a byte stream is read into. */
+const READ_CHUNK = 1 << 20;
+
+/**
+ * Reads a stream's chunks. A byte stream (a file's `readable`, a `Blob`'s
+ * stream) is read with a BYOB reader into two reused 1 MiB buffers, the
+ * next read in flight while the current chunk is processed; any other
+ * stream with its default reader. A chunk is valid until it is released.
+ */
+class ChunkReader {
+  #byob: ReadableStreamBYOBReader | null = null;
+  #default: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  #spare: Uint8Array | null = null;
+  #pending: Promise<ReadableStreamReadResult<Uint8Array>> | null = null;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    try {
+      this.#byob = stream.getReader({ mode: "byob" });
+      this.#spare = new Uint8Array(READ_CHUNK);
+      this.#pending = this.#read(new Uint8Array(READ_CHUNK));
+    } catch {
+      this.#default = stream.getReader();
+    }
+  }
+
+  #read(buf: Uint8Array): Promise<ReadableStreamReadResult<Uint8Array>> {
+    const p = this.#byob!.read(buf);
+    // A read still pending when the extraction fails settles after cancel or
+    // release: its outcome is not needed, its rejection must not go unhandled.
+    p.catch(() => {});
+    return p;
+  }
+
+  /** The next chunk, or null at the end of the stream. */
+  async next(): Promise<Uint8Array | null> {
+    if (this.#default) {
+      const { done, value } = await this.#default.read();
+      return done ? null : value;
+    }
+    const { done, value } = await this.#pending!;
+    if (done || !value) {
+      this.#pending = null;
+      return null;
+    }
+    // Start filling the other buffer while the caller works on this one.
+    this.#pending = this.#read(this.#spare!);
+    this.#spare = null;
+    return value;
+  }
+
+  /** The caller is done with `chunk`: its buffer takes the next turn. */
+  release(chunk: Uint8Array): void {
+    if (this.#byob) this.#spare = new Uint8Array(chunk.buffer);
+  }
+
+  /** Stop reading: cancel the stream with `reason`. */
+  async cancel(reason: unknown): Promise<void> {
+    await (this.#byob ?? this.#default)!.cancel(reason).catch(() => {});
+  }
+
+  /** Let go of the stream. */
+  releaseLock(): void {
+    (this.#byob ?? this.#default)!.releaseLock();
+  }
+}
+
 /** What an extraction sink knows about the entry in progress, for error messages. */
 export interface ExtractSink extends TarSink {
   /** The name (text) of the entry being processed, if any. */
@@ -583,7 +701,7 @@ export async function extractStream(
 ): Promise<void> {
   const libc = opts.libc ?? systemLibc();
   const absDest = resolvePath(dest);
-  const reader = tar.getReader();
+  const reader = new ChunkReader(tar);
   let root: Root | undefined;
   let sink: ExtractSink | undefined;
   try {
@@ -593,10 +711,11 @@ export async function extractStream(
     const parser = new TarParser(sink);
     let bytes = 0;
     for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      parser.push(value);
-      bytes += value.length;
+      const chunk = await reader.next();
+      if (chunk === null) break;
+      parser.push(chunk);
+      reader.release(chunk);
+      bytes += chunk.length;
       opts.onProgress?.(bytes, sink.entries);
     }
     parser.finish();

@@ -46,6 +46,11 @@ export type { Libc, PathLike, Stat } from "../../ffi/libc.ts";
 
 const SLASH = 0x2f;
 const DOT = 0x2e;
+
+function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  for (let i = a.length - 1; i >= 0; i--) if (a[i] !== b[i]) return false;
+  return true;
+}
 /** Symlinks followed in one resolution before ELOOP (the kernel's limit). */
 const MAX_LINKS = 40;
 /** Cached parent-directory descriptors. */
@@ -156,6 +161,16 @@ export function byteKey(b: Uint8Array): string {
   return s;
 }
 
+/** A cached directory: its descriptor, and its mode and group as of `epoch`. */
+interface CachedDir {
+  fd: number;
+  mode: number;
+  gid: number;
+  epoch: number;
+}
+
+const S_ISGID = 0o2000;
+
 /** A cleaned name split into its directory part and final component. */
 interface Target {
   /** Directory part (empty: the root). */
@@ -199,8 +214,14 @@ export class Root {
   readonly fd: number;
   #libc: Libc;
   #resolver: RootResolver;
-  #cache = new Map<string, number>();
+  #cache = new Map<string, CachedDir>();
   #lastKey = "";
+  /** The last directory looked up (a copy of its bytes) and its entry: the fast path. */
+  #lastDir: Uint8Array | null = null;
+  #lastEntry: CachedDir | null = null;
+  #rootEntry: CachedDir;
+  /** Bumped by every chmod/chown through the root: cached modes and groups are re-read. */
+  #epoch = 1;
   /** Set while a removal runs: the cache is dropped when the operation ends. */
   #dirty = false;
   #closed = false;
@@ -212,6 +233,7 @@ export class Root {
     this.path = path;
     this.fd = this.#libc.openat(AT.FDCWD, path, O.PATH | O.DIRECTORY);
     this.#resolver = options.forceFallback ? "walk" : "openat2";
+    this.#rootEntry = { fd: this.fd, mode: 0, gid: 0, epoch: 0 };
   }
 
   /** How directory parts are resolved: the kernel's openat2, or the component walk. */
@@ -234,9 +256,11 @@ export class Root {
    */
   invalidate(): void {
     this.#dirty = false;
-    for (const fd of this.#cache.values()) this.#libc.close(fd);
+    for (const e of this.#cache.values()) this.#libc.close(e.fd);
     this.#cache.clear();
     this.#lastKey = "";
+    this.#lastDir = null;
+    this.#lastEntry = null;
   }
 
   // ---- resolution -------------------------------------------------------
@@ -261,26 +285,62 @@ export class Root {
 
   /** A descriptor of the directory `dir` (cleaned), owned by the cache or the root. */
   #dirFd(dir: Uint8Array): number {
-    if (dir.length === 0) return this.fd;
+    return this.#dirEntry(dir).fd;
+  }
+
+  /** The cache entry of the directory `dir` (cleaned), resolving it on a miss. */
+  #dirEntry(dir: Uint8Array): CachedDir {
+    if (dir.length === 0) return this.#rootEntry;
+    const last = this.#lastDir;
+    if (last !== null && last.length === dir.length && bytesEqual(last, dir)) {
+      return this.#lastEntry!;
+    }
     const key = byteKey(dir);
-    const hit = this.#cache.get(key);
-    if (hit !== undefined) {
+    let entry = this.#cache.get(key);
+    if (entry !== undefined) {
       if (this.#lastKey !== key) {
         this.#cache.delete(key);
-        this.#cache.set(key, hit);
-        this.#lastKey = key;
+        this.#cache.set(key, entry);
       }
-      return hit;
+    } else {
+      const fd = this.#resolveDir(dir);
+      if (this.#cache.size >= CACHE_MAX) {
+        const oldest = this.#cache.keys().next().value as string;
+        this.#libc.close(this.#cache.get(oldest)!.fd);
+        this.#cache.delete(oldest);
+      }
+      entry = { fd, mode: 0, gid: 0, epoch: 0 };
+      this.#cache.set(key, entry);
     }
-    const fd = this.#resolveDir(dir);
-    if (this.#cache.size >= CACHE_MAX) {
-      const oldest = this.#cache.keys().next().value as string;
-      this.#libc.close(this.#cache.get(oldest)!);
-      this.#cache.delete(oldest);
-    }
-    this.#cache.set(key, fd);
     this.#lastKey = key;
-    return fd;
+    this.#lastDir = dir.slice();
+    this.#lastEntry = entry;
+    return entry;
+  }
+
+  /**
+   * What a new entry at `p` gets from its directory when this process
+   * creates it: the directory's group if the directory is setgid (and, for
+   * a new directory, the setgid bit), else the process's own group. Lets
+   * a caller skip a chown or chmod that would change nothing. The
+   * directory's mode and group are cached with its descriptor and re-read
+   * after any chmod/chown made through the root.
+   */
+  inherited(p: PathLike): { setgid: boolean; gid: number } {
+    const t = this.#target(p, "statx");
+    let e: CachedDir;
+    try {
+      e = this.#dirEntry(t.dir);
+      if (e.epoch !== this.#epoch) {
+        const st = this.#libc.fstat(e.fd);
+        e.mode = st.mode;
+        e.gid = st.gid;
+        e.epoch = this.#epoch;
+      }
+    } catch (err) {
+      this.#rethrow(err, t.full);
+    }
+    return (e.mode & S_ISGID) !== 0 ? { setgid: true, gid: e.gid } : { setgid: false, gid: -1 };
   }
 
   #resolveDir(dir: Uint8Array): number {
@@ -697,6 +757,7 @@ export class Root {
 
   /** lchown: owner of the name itself (a symlink's own owner). */
   lchown(p: PathLike, uid: number, gid: number): void {
+    this.#epoch++;
     const t = this.#split(p);
     try {
       if (t === null) this.#libc.fchownat(this.fd, "", uid, gid, AT.EMPTY_PATH);
@@ -712,6 +773,7 @@ export class Root {
    * sticky bits.
    */
   chmod(p: PathLike, mode: number): void {
+    this.#epoch++;
     const t = this.#split(p);
     try {
       if (t === null) {

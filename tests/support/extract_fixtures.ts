@@ -98,9 +98,40 @@ export function tarOf(specs: EntrySpec[]): Uint8Array {
   return concat([...specs.map(entryBytes), END_OF_ARCHIVE]);
 }
 
-/** A stream of `bytes` in chunks of `chunk` bytes (default: one chunk). */
-export function streamOf(bytes: Uint8Array, chunk = bytes.length || 1): ReadableStream<Uint8Array> {
+/**
+ * A stream of `bytes` in chunks of at most `chunk` bytes (default: one
+ * chunk); a byte stream (readable with a BYOB reader, as a file's is) unless
+ * `byteStream` is false.
+ */
+export function streamOf(
+  bytes: Uint8Array,
+  chunk = bytes.length || 1,
+  byteStream = true,
+): ReadableStream<Uint8Array> {
   let off = 0;
+  if (byteStream) {
+    return new ReadableStream({
+      type: "bytes",
+      pull(c) {
+        if (off >= bytes.length) {
+          c.close();
+          c.byobRequest?.respond(0);
+          return;
+        }
+        const req = c.byobRequest;
+        if (req?.view) {
+          const view = new Uint8Array(req.view.buffer, req.view.byteOffset, req.view.byteLength);
+          const n = Math.min(view.length, chunk, bytes.length - off);
+          view.set(bytes.subarray(off, off + n));
+          off += n;
+          req.respond(n);
+        } else {
+          c.enqueue(bytes.slice(off, off + chunk));
+          off += chunk;
+        }
+      },
+    });
+  }
   return new ReadableStream({
     pull(c) {
       if (off >= bytes.length) {

@@ -78,6 +78,8 @@ export interface FuzzCase {
   overlay: boolean;
   forceFallback: boolean;
   chunk: number;
+  /** A byte stream (read with BYOB) or a plain one. */
+  byteStream: boolean;
   maps: boolean;
   /** A readable list of the entries, for failure reports. */
   summary: string;
@@ -207,6 +209,7 @@ export function generateCase(seed: number, i: number, sandbox: string): FuzzCase
     forceFallback: chance(0.5),
     chunk: pick([1 << 20, 512, 100, 4096, 7]),
     maps: chance(0.1),
+    byteStream: chance(0.5),
     summary: specs.map((s) =>
       `${String.fromCharCode(s.type ?? 0x30)} ${JSON.stringify(String(s.name))}` +
       (s.linkname !== undefined ? ` -> ${JSON.stringify(String(s.linkname))}` : "")
@@ -309,8 +312,8 @@ export async function runFuzz(
         ...(c.overlay ? { whiteoutFormat: "overlay" as const } : {}),
       };
       try {
-        if (c.apply) await applyLayer(streamOf(c.bytes, c.chunk), dest, opts);
-        else await untar(streamOf(c.bytes, c.chunk), dest, opts);
+        if (c.apply) await applyLayer(streamOf(c.bytes, c.chunk, c.byteStream), dest, opts);
+        else await untar(streamOf(c.bytes, c.chunk, c.byteStream), dest, opts);
         stats.ok++;
       } catch (e) {
         if (!(e instanceof ExtractError)) {
