@@ -1,0 +1,170 @@
+/**
+ * Commands that manage layers as a whole: `status`, `layers`, `create`, `rm`,
+ * `mount`, `umount`, `exists`, `cleanup`.
+ *
+ * @module
+ */
+
+import { LayerError, LayerNotFoundError } from "../mod.ts";
+import { type Handler, requireLayer, stringFlag } from "./context.ts";
+import { humanBytes, type Result, table } from "./output.ts";
+
+/** `strata status`: the backend and its facts. */
+export const status: Handler = async (ctx) => {
+  const pairs = await ctx.driver.status();
+  return {
+    json: { driver: ctx.driver.name, root: ctx.driver.root, status: Object.fromEntries(pairs) },
+    text: table([["Driver", ctx.driver.name], ...pairs].map(([k, v]) => [`${k}:`, v])),
+  };
+};
+
+/** One row of `strata layers`. */
+export interface LayerRow {
+  id: string;
+  /** Direct parent, null for a base layer. */
+  parent: string | null;
+  /** Current mount references. */
+  mounts: number;
+  /** Files not all in place (an interrupted create or apply). */
+  incomplete: boolean;
+  /** Size of the layer's own changes (with `--size`). */
+  size?: number;
+}
+
+/** `strata layers [--size]`. */
+export const layers: Handler = async (ctx) => {
+  const wantSize = ctx.flags.size === true;
+  const incomplete = new Set((await ctx.view.incomplete()).map((m) => m.id));
+  const rows: LayerRow[] = [];
+  for (const id of await ctx.view.ids()) {
+    const parent = (await ctx.view.parents(id).catch(() => []))[0] ?? null;
+    const row: LayerRow = {
+      id,
+      parent,
+      mounts: await ctx.view.mountCount(id),
+      incomplete: incomplete.has(id),
+    };
+    if (wantSize && !row.incomplete) row.size = await ctx.driver.diffSize(id, parent ?? "");
+    rows.push(row);
+  }
+  const header = ["ID", "PARENT", "MOUNTS", ...(wantSize ? ["SIZE"] : []), "STATE"];
+  const body = rows.map((r) => [
+    r.id,
+    r.parent ?? "-",
+    String(r.mounts),
+    ...(wantSize ? [r.size === undefined ? "-" : humanBytes(r.size)] : []),
+    r.incomplete ? "incomplete" : "ok",
+  ]);
+  return { json: { layers: rows }, text: rows.length ? table([header, ...body]) : [] };
+};
+
+/** `strata create ID [--parent P] [--rw] [--label L]`. */
+export const create: Handler = async (ctx) => {
+  const id = ctx.operands[0];
+  ctx.setLayer(id);
+  const parent = stringFlag(ctx, "parent") ?? "";
+  const rw = ctx.flags.rw === true;
+  const mountLabel = stringFlag(ctx, "label");
+  if (await ctx.view.known(id)) {
+    throw new LayerError(id, "create", "", new Error("a layer with this id already exists"));
+  }
+  if (parent !== "" && !(await ctx.driver.exists(parent))) {
+    throw new LayerNotFoundError(parent, `parent of ${id}`);
+  }
+  const opts = mountLabel === undefined ? undefined : { mountLabel };
+  if (rw) await ctx.driver.createReadWrite(id, parent, opts);
+  else await ctx.driver.create(id, parent, opts);
+  return {
+    json: { id, parent: parent || null, rw },
+    text: [],
+    note: [`created ${id}${parent ? ` on ${parent}` : " (base layer)"}`],
+  };
+};
+
+/** `strata rm ID [--force]`: refuses a parent or a mounted layer unless `--force`. */
+export const rm: Handler = async (ctx) => {
+  const id = ctx.operands[0];
+  ctx.setLayer(id);
+  const force = ctx.flags.force === true;
+  if (!(await ctx.view.known(id))) {
+    if (force) return { json: { id, removed: false }, text: [], note: [`${id}: no such layer`] };
+    throw new LayerNotFoundError(id);
+  }
+  const children = await ctx.view.children(id);
+  const mounts = await ctx.view.mountCount(id);
+  if (!force) {
+    if (children.length > 0) {
+      const names = children.slice(0, 5).join(", ") + (children.length > 5 ? ", ..." : "");
+      throw new LayerError(
+        id,
+        "rm",
+        "",
+        new Error(
+          `refusing: ${children.length} layer(s) build on it (${names}); remove them first or use --force`,
+        ),
+      );
+    }
+    if (mounts > 0) {
+      throw new LayerError(
+        id,
+        "rm",
+        "",
+        new Error(
+          `refusing: it is mounted (${mounts} reference(s)); umount it first or use --force`,
+        ),
+      );
+    }
+  }
+  await ctx.driver.remove(id);
+  return {
+    json: { id, removed: true, orphaned: children, unmounted: mounts },
+    text: [],
+    note: [`removed ${id}${children.length ? ` (orphaning ${children.join(", ")})` : ""}`],
+  };
+};
+
+/** `strata mount ID [--label L]`: prints the mount path. */
+export const mount: Handler = async (ctx) => {
+  const id = ctx.operands[0];
+  ctx.setLayer(id);
+  await requireLayer(ctx, id);
+  const mountLabel = stringFlag(ctx, "label");
+  const path = await ctx.driver.get(id, mountLabel === undefined ? undefined : { mountLabel });
+  const mounts = await ctx.view.mountCount(id);
+  return { json: { id, path, mounts }, text: [path] };
+};
+
+/** `strata umount ID`: releases one reference; the last one unmounts. */
+export const umount: Handler = async (ctx) => {
+  const id = ctx.operands[0];
+  ctx.setLayer(id);
+  await requireLayer(ctx, id);
+  if ((await ctx.view.mountCount(id)) === 0) {
+    throw new LayerError(id, "umount", "", new Error("not mounted (mount count is 0)"));
+  }
+  await ctx.driver.put(id);
+  const mounts = await ctx.view.mountCount(id);
+  return {
+    json: { id, mounts },
+    text: [],
+    note: [mounts === 0 ? `unmounted ${id}` : `${id}: ${mounts} reference(s) left`],
+  };
+};
+
+/** `strata exists ID`: exit 0 when it exists, 1 when not; prints nothing without `--json`. */
+export const exists: Handler = async (ctx): Promise<Result> => {
+  const id = ctx.operands[0];
+  ctx.setLayer(id);
+  const found = await ctx.driver.exists(id);
+  return { json: { id, exists: found }, text: [], exitCode: found ? 0 : 1 };
+};
+
+/** `strata cleanup`: unmount every layer under the root. */
+export const cleanup: Handler = async (ctx) => {
+  await ctx.driver.cleanup();
+  return {
+    json: { root: ctx.driver.root, cleaned: true },
+    text: [],
+    note: [`unmounted every layer under ${ctx.driver.root}`],
+  };
+};

@@ -1,0 +1,363 @@
+/**
+ * Consistency check of a union driver root (`strata check`): finds layers
+ * left incomplete by a crash, chains naming layers that are gone, unions
+ * mounted with no reference, references to unions that are not mounted,
+ * leftover `*-removing` directories and layer directories no layer owns; with
+ * `repair`, fixes what can be fixed without losing data anyone still uses.
+ *
+ * Every repair of a layer runs under that layer's lock and re-checks the
+ * problem first, so an operation running meanwhile in another process is
+ * never undone (it holds the lock; its marker is gone when we get it).
+ *
+ * @module
+ */
+
+import { join } from "node:path";
+import { Errno, errnoOf } from "../ffi/libc.ts";
+import { LayerNotFoundError } from "./errors.ts";
+import { compareBytewise, layerIdProblem, REMOVING_SUFFIX } from "./ids.ts";
+import { mountpointsUnder } from "./mounts.ts";
+import { MountCounts } from "./refcount.ts";
+import { atomicRemove, ensureRemoveAll } from "./remove.ts";
+import type { UnionDriver } from "./union.ts";
+
+/** The kinds of problem `checkRoot` reports. */
+export type FindingKind =
+  /** A layer marked incomplete (create, apply or import cut short). */
+  | "incomplete"
+  /** A layer's chain names a layer that does not exist. */
+  | "missing-parent"
+  /** A layer's chain file cannot be read or parsed. */
+  | "bad-chain"
+  /** A union is mounted under `mnt/` but no reference is recorded. */
+  | "stale-mount"
+  /** References are recorded for a union that is not mounted, or for no layer. */
+  | "stale-count"
+  /** A `*-removing` directory left by an interrupted removal. */
+  | "removing-leftover"
+  /** A layer directory (`diff/<id>`, `mnt/<id>`, ...) of no layer. */
+  | "orphan-dir";
+
+/** What became of a finding. */
+export type RepairState =
+  /** Reported only (check without repair). */
+  | "found"
+  /** Fixed. */
+  | "repaired"
+  /** Not fixed: fixing it could lose data or break layers (see `detail`). */
+  | "unsafe"
+  /** The repair was tried and failed (see `detail`). */
+  | "failed"
+  /** Gone by the time the repair looked again (another process fixed it). */
+  | "vanished";
+
+/** One problem found. */
+export interface Finding {
+  /** What is wrong. */
+  kind: FindingKind;
+  /** The layer concerned, when there is one. */
+  id?: string;
+  /** The path concerned. */
+  path: string;
+  /** What is wrong (and, after a repair attempt, what happened). */
+  detail: string;
+  /** Whether it was repaired. */
+  state: RepairState;
+}
+
+/** The outcome of {@linkcode checkRoot}. */
+export interface CheckReport {
+  /** The driver root checked. */
+  root: string;
+  /** Backend name. */
+  driver: string;
+  /** Layers seen (complete and incomplete). */
+  layers: number;
+  /** The problems, in the order the checks ran. */
+  findings: Finding[];
+  /** True when nothing is left to fix (no findings, or every one repaired or vanished). */
+  clean: boolean;
+}
+
+/** Options of {@linkcode checkRoot}. */
+export interface CheckOptions {
+  /** Fix what is safe (default false: report only). */
+  repair?: boolean;
+  /** Called after each layer is examined, with the count so far. */
+  onLayer?: (done: number) => void;
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+function namesIn(dir: string): string[] {
+  try {
+    return [...Deno.readDirSync(dir)].map((e) => e.name).sort(compareBytewise);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw new Error(`list ${dir}: ${message(e)}`, { cause: e });
+  }
+}
+
+function pathExists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function realPath(path: string): string {
+  try {
+    return Deno.realPathSync(path);
+  } catch {
+    return path;
+  }
+}
+
+/**
+ * Check the root of `driver`; with `repair`, fix what is safe:
+ *
+ * - incomplete layer → removed, unless other layers build on it (unsafe);
+ * - union mounted with no recorded reference → unmounted (fails if busy);
+ * - recorded references without a mount, or for no layer → reset to 0;
+ * - `*-removing` directory → deleted;
+ * - orphan layer directory → deleted (not when something is mounted there).
+ *
+ * Missing parents and unreadable chains are reported, never repaired: the
+ * data they need is gone.
+ *
+ * @example
+ * ```ts
+ * import { openDriver, UnionDriver } from "../mod.ts";
+ * import { checkRoot } from "./check.ts";
+ * const d = await openDriver("overlay", "/var/lib/strata");
+ * if (d instanceof UnionDriver) {
+ *   const report = await checkRoot(d, { repair: false });
+ *   for (const f of report.findings) console.log(f.kind, f.id ?? "", f.detail);
+ * }
+ * ```
+ */
+export async function checkRoot(
+  driver: UnionDriver,
+  opts: CheckOptions = {},
+): Promise<CheckReport> {
+  const repair = opts.repair ?? false;
+  const findings: Finding[] = [];
+  const complete = await driver.store.list();
+  const incomplete = await driver.store.incomplete();
+  const known = new Set([...complete, ...incomplete.map((m) => m.id)]);
+  const completeSet = new Set(complete);
+  const counts = new MountCounts(join(driver.root, "counts"), (p) => driver.isMounted(p));
+  const add = (f: Omit<Finding, "state">): Finding => {
+    const finding: Finding = { ...f, state: "found" };
+    findings.push(finding);
+    return finding;
+  };
+
+  let done = 0;
+  const chains = new Map<string, string[]>();
+  for (const id of [...known].sort(compareBytewise)) {
+    try {
+      chains.set(id, await driver.store.parents(id));
+    } catch (e) {
+      if (!(e instanceof LayerNotFoundError)) {
+        const f = add({ kind: "bad-chain", id, path: driver.store.fileOf(id), detail: message(e) });
+        if (repair) refuse(f, "which ancestors it had is lost");
+      }
+    }
+    opts.onLayer?.(++done);
+  }
+
+  // Chains naming layers that are gone.
+  for (const [id, chain] of chains) {
+    const missing = chain.filter((p) => !completeSet.has(p));
+    if (missing.length === 0) continue;
+    const gone = missing.filter((p) => !known.has(p));
+    const what = gone.length > 0
+      ? `ancestor(s) ${gone.join(", ")} do not exist`
+      : `ancestor(s) ${missing.join(", ")} are incomplete`;
+    const f = add({ kind: "missing-parent", id, path: driver.store.fileOf(id), detail: what });
+    if (repair) refuse(f, "the layer cannot be rebuilt without them");
+  }
+
+  // Incomplete layers.
+  for (const { id, why } of incomplete) {
+    const f = add({
+      kind: "incomplete",
+      id,
+      path: join(driver.store.incompleteDir, id),
+      detail: `marked incomplete by ${why || "an unknown operation"} that did not finish`,
+    });
+    if (repair) await repairIncomplete(driver, f, id);
+  }
+
+  // Mounts under mnt/ with no reference recorded.
+  const mntDir = join(driver.root, "mnt");
+  const mntReal = realPath(mntDir);
+  for (const mp of mountpointsUnder(mntDir, driver.procRoot)) {
+    const slash = mp.lastIndexOf("/");
+    if (mp.slice(0, slash) !== mntReal) continue; // the root itself, or mounts inside a union
+    const name = mp.slice(slash + 1);
+    const path = join(mntDir, name);
+    const isLayer = known.has(name);
+    if (isLayer && (await counts.get(name, null)) > 0) continue;
+    const f = add({
+      kind: "stale-mount",
+      id: isLayer ? name : undefined,
+      path,
+      detail: isLayer
+        ? "mounted, but no reference is recorded (left by a crash, or mounted by hand)"
+        : "mounted, but no layer has this name",
+    });
+    if (repair) await repairStaleMount(driver, counts, f, name, path);
+  }
+
+  // References recorded for unions that are not mounted, or for no layer.
+  for (const name of namesIn(join(driver.root, "counts"))) {
+    if (layerIdProblem(name) !== undefined) continue; // temp files of the count writer
+    const stored = await counts.get(name, null);
+    if (stored === 0) continue;
+    const chain = chains.get(name);
+    if (chain !== undefined && chain.length === 0) continue; // base layers are never mounted
+    const path = driver.mountDir(name);
+    if (chain !== undefined && driver.isMounted(path)) continue;
+    const f = add({
+      kind: "stale-count",
+      id: name,
+      path: join(driver.root, "counts", name),
+      detail: chain === undefined
+        ? `${stored} reference(s) recorded for a layer that does not exist`
+        : `${stored} reference(s) recorded but ${path} is not mounted`,
+    });
+    if (repair) await repairStaleCount(driver, counts, f, name);
+  }
+
+  // Leftovers of removals, and layer directories without a layer.
+  for (const dirName of ["mnt", "diff", ...driver.backend.layerDirs]) {
+    const dir = join(driver.root, dirName);
+    for (const name of namesIn(dir)) {
+      const path = join(dir, name);
+      if (name.endsWith(REMOVING_SUFFIX)) {
+        const f = add({
+          kind: "removing-leftover",
+          path,
+          detail: "left by a removal that did not finish",
+        });
+        if (repair) await attempt(f, () => ensureRemoveAll(driver.libc, path, driver.procRoot));
+        continue;
+      }
+      if (layerIdProblem(name) !== undefined || known.has(name)) continue;
+      const f = add({ kind: "orphan-dir", path, detail: "no layer owns this directory" });
+      if (repair) await repairOrphan(driver, f, name, path);
+    }
+  }
+
+  const clean = findings.every((f) => f.state === "repaired" || f.state === "vanished");
+  return { root: driver.root, driver: driver.name, layers: known.size, findings, clean };
+}
+
+function refuse(f: Finding, why: string): void {
+  f.state = "unsafe";
+  f.detail += `; not repaired: ${why}`;
+}
+
+async function attempt(f: Finding, fix: () => Promise<void>): Promise<void> {
+  try {
+    await fix();
+    f.state = "repaired";
+  } catch (e) {
+    f.state = "failed";
+    f.detail += `; repair failed: ${message(e)}`;
+  }
+}
+
+async function stillIncomplete(driver: UnionDriver, id: string): Promise<boolean> {
+  return (await driver.store.incomplete()).some((m) => m.id === id);
+}
+
+async function repairIncomplete(driver: UnionDriver, f: Finding, id: string): Promise<void> {
+  const children = await driver.store.children(id);
+  if (children.length > 0) {
+    f.state = "unsafe";
+    f.detail += `; not removed: ${children.join(", ")} build on it`;
+    return;
+  }
+  // Wait for whoever may still work on it; a live operation clears its marker before unlocking.
+  const stale = await driver.withLayerLock(id, () => stillIncomplete(driver, id));
+  if (!stale) {
+    f.state = "vanished";
+    return;
+  }
+  await attempt(f, () => driver.remove(id));
+  if (f.state === "repaired") f.detail += "; removed";
+}
+
+async function repairStaleMount(
+  driver: UnionDriver,
+  counts: MountCounts,
+  f: Finding,
+  name: string,
+  path: string,
+): Promise<void> {
+  const unmount = async () => {
+    if (!driver.isMounted(path)) return false;
+    if (layerIdProblem(name) === undefined && (await counts.get(name, null)) > 0) return false;
+    await driver.backend.unmount(path);
+    return true;
+  };
+  try {
+    const did = layerIdProblem(name) === undefined
+      ? await driver.withLayerLock(name, unmount)
+      : await unmount();
+    f.state = did ? "repaired" : "vanished";
+    if (did) f.detail += "; unmounted";
+  } catch (e) {
+    f.state = "failed";
+    const busy = errnoOf(e) === Errno.EBUSY ? " (in use: stop its users, then retry)" : "";
+    f.detail += `; unmount failed${busy}: ${message(e)}`;
+  }
+}
+
+async function repairStaleCount(
+  driver: UnionDriver,
+  counts: MountCounts,
+  f: Finding,
+  name: string,
+): Promise<void> {
+  await attempt(f, async () => {
+    await driver.withLayerLock(name, async () => {
+      if (driver.isMounted(driver.mountDir(name))) return;
+      await counts.reset(name);
+    });
+  });
+  if (f.state === "repaired") f.detail += "; reset to 0";
+}
+
+async function repairOrphan(
+  driver: UnionDriver,
+  f: Finding,
+  name: string,
+  path: string,
+): Promise<void> {
+  if (mountpointsUnder(path, driver.procRoot).length > 0) {
+    f.state = "unsafe";
+    f.detail += "; not removed: something is mounted there";
+    return;
+  }
+  try {
+    const removed = await driver.withLayerLock(name, async () => {
+      if (await driver.store.exists(name) || await stillIncomplete(driver, name)) return false;
+      if (!pathExists(path)) return false;
+      await atomicRemove(driver.libc, path, driver.procRoot);
+      return true;
+    });
+    f.state = removed ? "repaired" : "vanished";
+    if (removed) f.detail += "; removed";
+  } catch (e) {
+    f.state = "failed";
+    f.detail += `; repair failed: ${message(e)}`;
+  }
+}

@@ -1,0 +1,62 @@
+/**
+ * `deno task compile`: build `dist/strata`, a self-contained `strata` binary,
+ * with the narrowest permissions the CLI needs:
+ *
+ * - `--allow-ffi`: libc (mount, statfs, the *at calls);
+ * - `--allow-read`, `--allow-write`: the driver root, tars, `/proc`;
+ * - `--allow-env=STRATA_ROOT`: the default root;
+ * - `--allow-run=modprobe`: the aufs probe loads the module (best effort).
+ *
+ * `deno compile` downloads the `denort` runtime for the target on first use.
+ * Without network that fails with a long backtrace; this script turns it into
+ * one line that says what happened and how to build elsewhere.
+ *
+ * @module
+ */
+
+import { fileURLToPath } from "node:url";
+
+/** Flags given to `deno compile`, in order. */
+export const PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env=STRATA_ROOT",
+  "--allow-run=modprobe",
+] as const;
+
+/** True when `deno compile`'s stderr says the runtime download failed. */
+export function isDownloadFailure(stderr: string): boolean {
+  return /denort|Setting up base binary|error sending request|dns error|dl\.deno\.land/i.test(
+    stderr,
+  );
+}
+
+async function main(): Promise<number> {
+  const project = fileURLToPath(new URL("..", import.meta.url));
+  const args = ["compile", ...PERMISSIONS, "--output", "dist/strata", "cli.ts"];
+  const out = await new Deno.Command(Deno.execPath(), {
+    args,
+    cwd: project,
+    stdout: "inherit",
+    stderr: "piped",
+  }).output();
+  const stderr = new TextDecoder().decode(out.stderr);
+  if (out.success) {
+    await Deno.stderr.write(out.stderr);
+    console.error(`built ${project}dist/strata`);
+    return 0;
+  }
+  if (isDownloadFailure(stderr)) {
+    console.error(
+      `compile: deno compile could not download its runtime (denort ${Deno.version.deno}; no network): ` +
+        `run \`deno task compile\` on a machine with network access (then copy dist/strata here), ` +
+        `or set DENORT_BIN to a local denort binary`,
+    );
+  } else {
+    await Deno.stderr.write(out.stderr);
+  }
+  return out.code === 0 ? 1 : out.code;
+}
+
+if (import.meta.main) Deno.exit(await main());
