@@ -259,6 +259,32 @@ eachResolver(
   },
 );
 
+/** A default ACL u::rw-,g::r--,o::--- in the kernel's xattr format. */
+function defaultAcl(): Uint8Array {
+  const b = new DataView(new ArrayBuffer(4 + 3 * 8));
+  b.setUint32(0, 2, true); // version
+  const entries: [number, number][] = [[0x01, 6], [0x04, 4], [0x20, 0]];
+  entries.forEach(([tag, perm], i) => {
+    b.setUint16(4 + i * 8, tag, true);
+    b.setUint16(6 + i * 8, perm, true);
+    b.setUint32(8 + i * 8, 0xffffffff, true);
+  });
+  return new Uint8Array(b.buffer);
+}
+
+eachResolver("modes stay exact under a directory's default ACL", async (sb, o) => {
+  const d = join(sb.dest, "acl");
+  Deno.mkdirSync(d);
+  try {
+    libc.lsetxattr(d, "system.posix_acl_default", defaultAcl());
+  } catch {
+    return; // no ACLs on this filesystem: nothing to pin
+  }
+  await run([file("acl/f", "", 0o644), dir("acl/d", 0o755)], sb.dest, o);
+  assert.equal(lstat(join(d, "f")).mode & 0o7777, 0o644);
+  assert.equal(lstat(join(d, "d")).mode & 0o7777, 0o755);
+});
+
 eachResolver("xattrs are applied after the chown (capabilities survive)", async (sb, o) => {
   const cap = new Uint8Array([1, 0, 0, 2, 0, 0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
   const x = (m: Record<string, Uint8Array>) => new Map(Object.entries(m));

@@ -279,6 +279,8 @@ export class EntryWriter {
   #needChown = true;
   /** Whether the current entry needs its chmod (false when creation already gave that mode). */
   #needChmod = true;
+  /** The current entry's directory has a default ACL. */
+  #aclParent = false;
   /** xattrs the filesystem refused with ENOTSUP (tolerated, as the seed does). */
   ignoredXattrs = 0;
 
@@ -370,6 +372,8 @@ export class EntryWriter {
       const gid = inherited.setgid ? inherited.gid : this.#fsgid;
       this.#needChown = this.#uid !== this.#fsuid || this.#gid !== gid;
     }
+    // A default ACL, not the umask, made the mode: always chmod.
+    if (inherited.defaultAcl) this.#aclParent = true;
     return inherited.setgid;
   }
 
@@ -392,12 +396,14 @@ export class EntryWriter {
     const perm = h.mode & PERM;
     this.#needChown = this.#chown;
     this.#needChmod = true;
+    this.#aclParent = false;
     switch (h.type) {
       case TarType.DIR:
         // The root (an empty name) exists: only its metadata is applied.
         if (path.length > 0 && this.#create(path, () => root.mkdir(path, perm & 0o777), true)) {
           const setgid = this.#fresh(path, true);
-          this.#needChmod = ((perm & 0o777 & ~this.#umask) | (setgid ? 0o2000 : 0)) !== perm;
+          this.#needChmod = this.#aclParent ||
+            ((perm & 0o777 & ~this.#umask) | (setgid ? 0o2000 : 0)) !== perm;
         }
         break;
       case TarType.REG:
@@ -406,9 +412,9 @@ export class EntryWriter {
           this.#fd = root.createFile(path, perm & 0o777);
         }, false);
         this.#kind = Kind.File;
-        this.#fresh(path, false);
+        this.#fresh(path, true);
         // Made with perm & ~umask; special bits only come with the chmod.
-        this.#needChmod = (perm & SPECIAL) !== 0 || (perm & this.#umask) !== 0;
+        this.#needChmod = this.#aclParent || (perm & SPECIAL) !== 0 || (perm & this.#umask) !== 0;
         break;
       case TarType.CHR:
       case TarType.BLK:

@@ -166,8 +166,13 @@ interface CachedDir {
   fd: number;
   mode: number;
   gid: number;
+  /** Whether the directory has a default ACL (new entries' modes then ignore the umask). */
+  acl: boolean;
   epoch: number;
 }
+
+const DOT_NAME = new Uint8Array([DOT]);
+const DEFAULT_ACL = "system.posix_acl_default";
 
 const S_ISGID = 0o2000;
 
@@ -233,7 +238,7 @@ export class Root {
     this.path = path;
     this.fd = this.#libc.openat(AT.FDCWD, path, O.PATH | O.DIRECTORY);
     this.#resolver = options.forceFallback ? "walk" : "openat2";
-    this.#rootEntry = { fd: this.fd, mode: 0, gid: 0, epoch: 0 };
+    this.#rootEntry = { fd: this.fd, mode: 0, gid: 0, acl: false, epoch: 0 };
   }
 
   /** How directory parts are resolved: the kernel's openat2, or the component walk. */
@@ -309,7 +314,7 @@ export class Root {
         this.#libc.close(this.#cache.get(oldest)!.fd);
         this.#cache.delete(oldest);
       }
-      entry = { fd, mode: 0, gid: 0, epoch: 0 };
+      entry = { fd, mode: 0, gid: 0, acl: false, epoch: 0 };
       this.#cache.set(key, entry);
     }
     this.#lastKey = key;
@@ -321,12 +326,13 @@ export class Root {
   /**
    * What a new entry at `p` gets from its directory when this process
    * creates it: the directory's group if the directory is setgid (and, for
-   * a new directory, the setgid bit), else the process's own group. Lets
-   * a caller skip a chown or chmod that would change nothing. The
-   * directory's mode and group are cached with its descriptor and re-read
-   * after any chmod/chown made through the root.
+   * a new directory, the setgid bit), else the process's own group; and
+   * whether a default ACL (not the umask) decides its mode. Lets a caller
+   * skip a chown or chmod that would change nothing. The directory's mode,
+   * group and ACL presence are cached with its descriptor and re-read after
+   * any chmod/chown made through the root.
    */
-  inherited(p: PathLike): { setgid: boolean; gid: number } {
+  inherited(p: PathLike): { setgid: boolean; gid: number; defaultAcl: boolean } {
     const t = this.#target(p, "statx");
     let e: CachedDir;
     try {
@@ -335,12 +341,24 @@ export class Root {
         const st = this.#libc.fstat(e.fd);
         e.mode = st.mode;
         e.gid = st.gid;
+        e.acl = this.#hasDefaultAcl(e.fd);
         e.epoch = this.#epoch;
       }
     } catch (err) {
       this.#rethrow(err, t.full);
     }
-    return (e.mode & S_ISGID) !== 0 ? { setgid: true, gid: e.gid } : { setgid: false, gid: -1 };
+    const setgid = (e.mode & S_ISGID) !== 0;
+    return { setgid, gid: setgid ? e.gid : -1, defaultAcl: e.acl };
+  }
+
+  #hasDefaultAcl(fd: number): boolean {
+    try {
+      // "<fd>/." is the directory itself (the magic link is not the final component).
+      return this.#libc.lgetxattr(this.#procPath(fd, DOT_NAME), DEFAULT_ACL) !== null;
+    } catch (e) {
+      if (e instanceof ErrnoError && e.errno === Errno.EOPNOTSUPP) return false;
+      throw e;
+    }
   }
 
   #resolveDir(dir: Uint8Array): number {
