@@ -383,6 +383,26 @@ eachResolver("errors name the operation, destination, entry and call", async (sb
   assert.match(err2.message, /unhandled tar header type 90/);
 });
 
+eachResolver("a failing source stream is an ExtractError carrying its error", async (sb, o) => {
+  const tar = tarOf([file("a", "x".repeat(2000)), file("b", "y")]);
+  const boom = new Error("network went away");
+  let sent = false;
+  const stream = new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (sent) c.error(boom);
+      else c.enqueue(tar.slice(0, 1024));
+      sent = true;
+    },
+  });
+  const err = await untar(stream, sb.dest, o).then(() => null, (e) => e);
+  assert.ok(err instanceof ExtractError);
+  assert.equal(err.cause, boom);
+  assert.equal(err.entry, "a");
+  // The errored stream again: still an ExtractError, never a silent success.
+  const again = await untar(stream, sb.dest, o).then(() => null, (e) => e);
+  assert.ok(again instanceof ExtractError);
+});
+
 Deno.test("untar refuses a destination that is a file", async () => {
   const sb = await makeSandbox();
   try {

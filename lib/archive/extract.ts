@@ -707,10 +707,11 @@ export async function extractStream(
 ): Promise<void> {
   const libc = opts.libc ?? systemLibc();
   const absDest = resolvePath(dest);
-  const reader = new ChunkReader(tar);
+  let reader: ChunkReader | undefined;
   let root: Root | undefined;
   let sink: ExtractSink | undefined;
   try {
+    reader = new ChunkReader(tar);
     prepareDest(absDest, libc, opts);
     root = new Root(absDest, { libc, forceFallback: opts.forceFallback });
     sink = makeSink(root);
@@ -729,13 +730,13 @@ export async function extractStream(
     if (opts.sync) root.syncfs();
   } catch (e) {
     sink?.abort();
-    await reader.cancel(e).catch(() => {});
+    await reader?.cancel(e);
     let entry = sink?.current;
     if (e instanceof TarFormatError) entry = e.entry;
     else if (e instanceof InvalidArchiveError) entry = e.entry;
     throw new ExtractError(op, absDest, entry, e);
   } finally {
     root?.close();
-    reader.releaseLock();
+    reader?.releaseLock();
   }
 }
