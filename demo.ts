@@ -396,6 +396,17 @@ export async function demo(): Promise<number> {
     );
     return 1;
   }
+  try {
+    Deno.readTextFileSync("/proc/self/mountinfo");
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable) {
+      console.error(
+        "demo: run it with -A (`deno task demo`): strata reads /proc (mount table, kernel probes), " +
+          "which Deno allows only with --allow-all. Nothing was touched.",
+      );
+      return 1;
+    }
+  }
   const made: Made = { layers: [], held: [] };
   let interrupted: Promise<never> | undefined;
   const onSignal = (signal: Deno.Signal) => () => {

@@ -37,15 +37,22 @@ export const layers: Handler = async (ctx) => {
   const incomplete = new Set((await ctx.view.incomplete()).map((m) => m.id));
   const rows: LayerRow[] = [];
   for (const id of await ctx.view.ids()) {
-    const parent = (await ctx.view.parents(id).catch(() => []))[0] ?? null;
-    const row: LayerRow = {
-      id,
-      parent,
-      mounts: await ctx.view.mountCount(id),
-      incomplete: incomplete.has(id),
-    };
-    if (wantSize && !row.incomplete) row.size = await ctx.driver.diffSize(id, parent ?? "");
-    rows.push(row);
+    try {
+      const parent = (await ctx.view.parents(id))[0] ?? null;
+      const row: LayerRow = {
+        id,
+        parent,
+        mounts: await ctx.view.mountCount(id),
+        incomplete: incomplete.has(id),
+      };
+      if (wantSize && !row.incomplete) row.size = await ctx.driver.diffSize(id, parent ?? "");
+      rows.push(row);
+    } catch (e) {
+      if (!(e instanceof LayerNotFoundError)) throw e;
+      // A create cut short before its chain was written: still worth showing.
+      if (incomplete.has(id)) rows.push({ id, parent: null, mounts: 0, incomplete: true });
+      // Otherwise removed by another process while we listed: not a layer any more.
+    }
   }
   const header = ["ID", "PARENT", "MOUNTS", ...(wantSize ? ["SIZE"] : []), "STATE"];
   const body = rows.map((r) => [

@@ -105,6 +105,29 @@ export function requireFsAccess(command: string, root: string): void {
 }
 
 /**
+ * Throw {@linkcode PermissionMissingError} when `/proc` cannot be read. Deno
+ * (2.x) allows reading `/proc` only with `--allow-all`, whatever
+ * `--allow-read` says, and strata needs it: the mount table
+ * (`/proc/self/mountinfo`) and the kernel probes (`/proc/filesystems`).
+ * Without this check the probes would fail and the message would blame the
+ * kernel.
+ */
+export function requireProcAccess(command: string): void {
+  try {
+    Deno.readTextFileSync("/proc/self/mountinfo");
+  } catch (e) {
+    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+      throw new PermissionMissingError(
+        `${command} reads /proc (mount table, kernel probes), which Deno allows only with ` +
+          "--allow-all: run with -A (--allow-ffi grants the process full access anyway)",
+        { cause: e },
+      );
+    }
+    // Anything else (no /proc mounted...): let the driver report it.
+  }
+}
+
+/**
  * `$STRATA_ROOT`, or undefined when unset. Throws
  * {@linkcode PermissionMissingError} when the environment may not be read
  * (silently falling back to the default root could act on the wrong tree).

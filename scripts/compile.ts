@@ -1,11 +1,14 @@
 /**
- * `deno task compile`: build `dist/strata`, a self-contained `strata` binary,
- * with the narrowest permissions the CLI needs:
+ * `deno task compile`: build `dist/strata`, a self-contained `strata` binary.
  *
- * - `--allow-ffi`: libc (mount, statfs, the *at calls);
- * - `--allow-read`, `--allow-write`: the driver root, tars, `/proc`;
- * - `--allow-env=STRATA_ROOT`: the default root;
- * - `--allow-run=modprobe`: the aufs probe loads the module (best effort).
+ * Permissions: what strata uses is `--allow-ffi` (libc: mount, statfs, the
+ * *at calls), `--allow-read`/`--allow-write` (the root, tars),
+ * `--allow-env=STRATA_ROOT` and `--allow-run=modprobe,auplink` (the aufs
+ * probe and unmount flush). But Deno 2.x lets a program read `/proc` only
+ * with `--allow-all`, and strata must read `/proc/self/mountinfo` and
+ * `/proc/filesystems`; with the list above every command fails. So the
+ * narrowest set that works is `--allow-all` — which grants nothing
+ * `--allow-ffi` does not already (FFI code can do anything the process can).
  *
  * `deno compile` downloads the `denort` runtime for the target on first use.
  * Without network that fails with a long backtrace; this script turns it into
@@ -16,14 +19,8 @@
 
 import { fileURLToPath } from "node:url";
 
-/** Flags given to `deno compile`, in order. */
-export const PERMISSIONS = [
-  "--allow-ffi",
-  "--allow-read",
-  "--allow-write",
-  "--allow-env=STRATA_ROOT",
-  "--allow-run=modprobe",
-] as const;
+/** Permission flags given to `deno compile` (see the module doc for why). */
+export const PERMISSIONS = ["--allow-all"] as const;
 
 /** True when `deno compile`'s stderr says the runtime download failed. */
 export function isDownloadFailure(stderr: string): boolean {

@@ -195,13 +195,17 @@ Deno.test("--help and --version work without --allow-ffi or any other permission
   assert.match(cmdHelp.out, /apply ID \[--parent P\] \[FILE\|-\]/);
 });
 
-Deno.test("a command without --allow-ffi fails with its own message", async () => {
+Deno.test("without --allow-ffi, or without the -A that /proc needs, a command says which", async () => {
   const dir = await Deno.makeTempDir();
   try {
     const r = await run(["--root", join(dir, "r"), "status"], {
       perms: ["--allow-read", "--allow-write", "--allow-env"],
     });
     failed(r, 1, /missing --allow-ffi/);
+    const noProc = await run(["--root", join(dir, "r"), "status"], {
+      perms: ["--allow-ffi", "--allow-read", "--allow-write", "--allow-env"],
+    });
+    failed(noProc, 1, /reads \/proc .* only with --allow-all: run with -A/);
     assert.equal((await Array.fromAsync(Deno.readDir(dir))).length, 0, "nothing was created");
   } finally {
     await Deno.remove(dir, { recursive: true });
@@ -597,4 +601,28 @@ Deno.test("not root: a command says so and touches nothing", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("the progress line shows on a terminal only, and never with -q", async () => {
+  await withRoot(async (s, root, dir) => {
+    ok(await s("create", "p"));
+    const file = join(dir, "base.tar");
+    await Deno.writeFile(file, BASE_TAR);
+    const onTerminal = async (...args: string[]) => {
+      const cmd = [Deno.execPath(), "run", "-A", CLI, "--root", root, ...args].join(" ");
+      const r = await new Deno.Command("script", {
+        args: ["-qec", cmd, "/dev/null"],
+        stdout: "piped",
+      })
+        .output();
+      assert.equal(r.code, 0, decoder.decode(r.stdout));
+      return decoder.decode(r.stdout);
+    };
+    const shown = await onTerminal("diff", "p", "-o", join(dir, "out.tar"));
+    assert.match(shown, /\r\x1b\[Kdiff p: \d+(\.\d)? \w?i?B, \d+ entries, .*\/s, \d+\.\ds/);
+    const quiet = await onTerminal("-q", "diff", "p", "-o", join(dir, "out.tar"));
+    assert.doesNotMatch(quiet, /entries/);
+    const piped = await s("apply", "p", file);
+    assert.equal(piped.err, "", "no progress when stderr is not a terminal");
+  });
 });
