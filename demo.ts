@@ -224,7 +224,10 @@ async function cleanUp(made: Made, log: (s: string) => void): Promise<boolean> {
     try {
       left = mountsUnder(tempDir);
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) throw e;
+      if (!(e instanceof Deno.errors.NotFound)) {
+        log(`not deleting ${tempDir}: cannot read the mount table: ${(e as Error).message}`);
+        return false;
+      }
     }
     if (left.length > 0) {
       log(`not deleting ${tempDir}: still mounted: ${left.join(", ")}`);
