@@ -34,6 +34,7 @@ import { isMountpoint, makePrivate, readMountinfo, unmountRetry } from "./mounts
 import { MountCounts } from "./refcount.ts";
 import { atomicRemove, ensureRemoveAll, sweepRemoving } from "./remove.ts";
 import { LayerStore } from "./store.ts";
+import { layerArchive } from "./layer_archive.ts";
 
 /** What a backend is asked to mount: one layer's union. */
 export interface UnionMount {
@@ -158,11 +159,12 @@ export const UNWIRED_ARCHIVE: LayerArchive = Object.freeze({
   diffGetter: notWired,
 });
 
-let defaultArchive: LayerArchive = UNWIRED_ARCHIVE;
+let defaultArchive: LayerArchive = layerArchive;
 
 /**
  * Set the archive that drivers created afterwards use when their options
- * name none (the archive module calls this once it exists).
+ * name none (the default is `layerArchive` from `layer_archive.ts`; tests
+ * swap it).
  *
  * @example
  * ```ts
@@ -337,7 +339,14 @@ export class UnionDriver implements Driver {
       for (const { id, why } of await this.store.incomplete()) {
         if (why !== CREATING) continue;
         try {
-          await this.#locks.withLayer(id, () => this.#removeLayer(id));
+          await this.#locks.withLayer(id, async () => {
+            // Another process may have been creating it while we waited for
+            // its lock: remove it only if it is still half-made now.
+            const still = (await this.store.incomplete()).some((m) =>
+              m.id === id && m.why === CREATING
+            );
+            if (still) await this.#removeLayer(id);
+          });
         } catch (e) {
           this.#warn(`could not remove half-made layer ${id}: ${message(e)}`);
         }
