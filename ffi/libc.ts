@@ -751,3 +751,38 @@ export function systemLibc(): Libc {
 export function isErrno(err: unknown, errno: number): boolean {
   return err instanceof ErrnoError && err.errno === errno;
 }
+
+/**
+ * Read a small file (such as `/proc/self/mountinfo`) through libc. Deno lets
+ * a program read `/proc` only with `--allow-all`; through FFI the same read
+ * needs just `--allow-ffi`, which strata needs anyway.
+ *
+ * @example
+ * ```ts
+ * import { readTextFileViaLibc } from "./libc.ts";
+ * console.log(readTextFileViaLibc("/proc/filesystems").includes("overlay"));
+ * ```
+ */
+export function readTextFileViaLibc(path: string, libc: Libc = systemLibc()): string {
+  const fd = libc.openat(AT.FDCWD, path, O.RDONLY);
+  try {
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    for (;;) {
+      const buf = new Uint8Array(64 * 1024);
+      const n = libc.read(fd, buf);
+      if (n === 0) break;
+      chunks.push(buf.subarray(0, n));
+      total += n;
+    }
+    const all = new Uint8Array(total);
+    let off = 0;
+    for (const c of chunks) {
+      all.set(c, off);
+      off += c.length;
+    }
+    return decoder.decode(all);
+  } finally {
+    libc.close(fd);
+  }
+}

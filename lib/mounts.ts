@@ -8,7 +8,7 @@
  * @module
  */
 
-import { Errno, isErrno, type Libc, MNT, MS } from "../ffi/libc.ts";
+import { Errno, isErrno, type Libc, MNT, MS, readTextFileViaLibc } from "../ffi/libc.ts";
 import { compareBytewise } from "./ids.ts";
 
 /** One line of `/proc/<pid>/mountinfo` (see proc(5)). */
@@ -118,7 +118,7 @@ export function readMountinfo(procRoot = "/proc"): MountInfo[] {
   const path = `${procRoot}/self/mountinfo`;
   let text: string;
   try {
-    text = Deno.readTextFileSync(path);
+    text = readTextFileViaLibc(path);
   } catch (e) {
     throw new Error(`read ${path}: ${(e as Error).message}`, { cause: e });
   }

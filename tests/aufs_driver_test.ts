@@ -14,6 +14,7 @@ import {
 import { FS_MAGIC } from "../lib/fsmagic.ts";
 import { isMountpoint, readMountinfo } from "../lib/mounts.ts";
 import { LayerStore } from "../lib/store.ts";
+import { readTar } from "../lib/archive/tar_reader.ts";
 import { openHarness, withAufs } from "./support/aufs_harness.ts";
 import type { RecordingLibc } from "./support/recording_libc.ts";
 
@@ -824,14 +825,110 @@ Deno.test("metadata is null, no extra image stores, layers listed sorted", async
   });
 });
 
-Deno.test("the archive methods say they are not wired in yet", async () => {
+async function tarNames(stream: ReadableStream<Uint8Array>): Promise<Map<string, number>> {
+  const out = new Map<string, number>();
+  await readTar(stream, {
+    entry(h) {
+      out.set(new TextDecoder().decode(h.name), h.size);
+    },
+    data() {},
+    end() {},
+  });
+  return out;
+}
+
+Deno.test("seed 16/18/19: diff of a base layer carries its file; diffSize is its size, a child's is 0", async () => {
+  await withAufs(async (driver) => {
+    await driver.createReadWrite("1", "");
+    const dir = await driver.get("1");
+    assert.equal(dir, driver.diffDir("1"));
+    await Deno.writeFile(join(dir, "test_file"), new Uint8Array(1024));
+    const names = await tarNames(await driver.diff("1", ""));
+    assert.deepEqual([...names], [["test_file", 1024]]);
+    assert.equal(await driver.diffSize("1", ""), 1024);
+    await driver.create("2", "1");
+    assert.equal(await driver.diffSize("2", "1"), 0);
+    await driver.put("1");
+  });
+});
+
+Deno.test("native diff drops top-level aufs metadata but keeps whiteouts and the opaque marker", async () => {
   await withAufs(async (driver) => {
     await driver.create("1", "");
-    await assert.rejects(driver.diff("1", ""), /not wired in yet/);
-    await assert.rejects(driver.applyDiff("1", "", new ReadableStream()), /not wired in yet/);
-    await assert.rejects(driver.diffSize("1", ""), /not wired in yet/);
-    await assert.rejects(driver.changes("1", ""), /not wired in yet/);
-    await assert.rejects(driver.diffGetter("1"), /not wired in yet/);
+    await driver.create("2", "1");
+    const d = driver.diffDir("2");
+    for (const f of [".wh..wh.aufs", ".wh.gone", ".wh..wh..opq", "x"]) {
+      await Deno.writeTextFile(join(d, f), "");
+    }
+    await Deno.mkdir(join(d, ".wh..wh.plnk"));
+    await Deno.writeTextFile(join(d, ".wh..wh.plnk", "1.2"), "p");
+    await Deno.mkdir(join(d, "sub"));
+    await Deno.writeTextFile(join(d, "sub", ".wh..wh..opq"), "");
+    const names = [...(await tarNames(await driver.diff("2", "1"))).keys()];
+    assert.deepEqual(names, [".wh..wh..opq", ".wh.gone", "sub/", "sub/.wh..wh..opq", "x"]);
+  });
+});
+
+Deno.test("seed 22: native applyDiff writes the tar literally into the layer's diff dir and returns its size", async () => {
+  await withAufs(async (driver) => {
+    await driver.createReadWrite("1", "");
+    await Deno.writeFile(join(driver.diffDir("1"), "test_file"), new Uint8Array(1024));
+    await Deno.writeTextFile(join(driver.diffDir("1"), ".wh.deleted"), "");
+    const tar = await driver.diff("1", "");
+    await driver.create("2", "");
+    await driver.create("3", "2");
+    const size = await driver.applyDiff("3", "2", tar);
+    assert.equal(size, 1024);
+    assert.equal((await Deno.stat(join(driver.diffDir("3"), "test_file"))).size, 1024);
+    // aufs keeps whiteouts on disk as the tar has them
+    assert.ok((await Deno.lstat(join(driver.diffDir("3"), ".wh.deleted"))).isFile);
+    assert.deepEqual(await driver.store.incomplete(), []);
+  });
+});
+
+Deno.test("native changes of an aufs branch read .wh. names as deletes", async () => {
+  await withAufs(async (driver) => {
+    await driver.create("1", "");
+    await Deno.writeTextFile(join(driver.diffDir("1"), "old"), "o");
+    await Deno.writeTextFile(join(driver.diffDir("1"), "keep"), "k");
+    await driver.create("2", "1");
+    await Deno.writeTextFile(join(driver.diffDir("2"), ".wh.old"), "");
+    await Deno.writeTextFile(join(driver.diffDir("2"), "new"), "n");
+    await Deno.writeTextFile(join(driver.diffDir("2"), ".wh..wh.aufs"), "");
+    const changes = await driver.changes("2", "1");
+    assert.deepEqual(changes, [{ path: "/new", kind: "add" }, { path: "/old", kind: "delete" }]);
+  });
+});
+
+Deno.test("diffGetter reads a layer's own files and stays inside the layer", async () => {
+  await withAufs(async (driver) => {
+    await driver.create("1", "");
+    await Deno.writeTextFile(join(driver.diffDir("1"), "f"), "content");
+    await Deno.symlink("/etc/passwd", join(driver.diffDir("1"), "escape"));
+    const getter = await driver.diffGetter("1");
+    try {
+      assert.equal(await new Response(await getter.get("f")).text(), "content");
+      assert.equal(await new Response(await getter.get("../../f")).text(), "content");
+      await assert.rejects(getter.get("escape"));
+      await assert.rejects(getter.get("missing"));
+    } finally {
+      await getter.close();
+    }
+  });
+});
+
+Deno.test("archive methods of an unknown layer fail with LayerNotFoundError", async () => {
+  await withAufs(async (driver) => {
+    for (
+      const call of [
+        () => driver.diff("nope", ""),
+        () => driver.diffSize("nope", ""),
+        () => driver.changes("nope", ""),
+        () => driver.diffGetter("nope"),
+      ]
+    ) {
+      await assert.rejects(call(), LayerNotFoundError);
+    }
   });
 });
 

@@ -6,7 +6,7 @@
  */
 
 import { join } from "node:path";
-import type { Libc } from "../../ffi/libc.ts";
+import { type Libc, readTextFileViaLibc } from "../../ffi/libc.ts";
 import { AufsNestedError, AufsNotSupportedError } from "../errors.ts";
 import { AUFS_XINO } from "./branches.ts";
 
@@ -56,7 +56,7 @@ const INIT_USERNS = [0, 0, 4294967295];
 export function runningInUserNs(procRoot = "/proc"): boolean {
   let content: string;
   try {
-    content = Deno.readTextFileSync(join(procRoot, "self", "uid_map"));
+    content = readTextFileViaLibc(join(procRoot, "self", "uid_map"));
   } catch {
     return false;
   }
@@ -89,7 +89,7 @@ export async function supportsAufs(opts: AufsProbeOptions = {}): Promise<void> {
   const path = join(procRoot, "filesystems");
   let list: string;
   try {
-    list = Deno.readTextFileSync(path);
+    list = readTextFileViaLibc(path);
   } catch (e) {
     throw new AufsNotSupportedError(`cannot read ${path}: ${(e as Error).message}`, { cause: e });
   }
