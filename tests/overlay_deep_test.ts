@@ -3,7 +3,7 @@ import { join } from "node:path";
 import { AT, S, systemLibc } from "../ffi/libc.ts";
 import { LayerError } from "../lib/errors.ts";
 import { readMountinfo } from "../lib/mounts.ts";
-import type { OverlayDriver } from "../lib/overlay/driver.ts";
+import { OverlayDriver } from "../lib/overlay/driver.ts";
 import { OverlayDepthError } from "../lib/overlay/lowers.ts";
 import { withOverlay } from "./support/overlay_harness.ts";
 import { RecordingLibc } from "./support/recording_libc.ts";
@@ -186,5 +186,25 @@ Deno.test("126 chained sha256-named layers, every 10th deleting its parent's fil
       AT.SYMLINK_NOFOLLOW,
     );
     assert.equal(wh.mode & S.IFMT, S.IFCHR);
+  }, { tmpfs: true });
+});
+
+Deno.test("a deep chain whose short links were lost (a crash) still mounts: the links are made again", async () => {
+  await withOverlay(async (driver, h) => {
+    const ids = Array.from({ length: 60 }, (_, i) => hex(i));
+    for (let i = 0; i < ids.length; i++) await driver.create(ids[i], i === 0 ? "" : ids[i - 1]);
+    Deno.writeTextFileSync(join(h.root, "diff", ids[0], "deep"), "base\n");
+    Deno.removeSync(join(h.root, "l"), { recursive: true });
+    // A stale link that now points at the wrong layer must not be trusted either.
+    Deno.mkdirSync(join(h.root, "l"));
+    Deno.symlinkSync(`../diff/${ids[59]}`, join(h.root, "l", "0"));
+    const fresh = await OverlayDriver.init(h.root, h.options);
+    await withLayer(fresh, ids[59], (root) => {
+      assert.equal(Deno.readTextFileSync(join(root, "deep")), "base\n");
+      const lowerdir = superOptionOf(root, "lowerdir")!.split(":");
+      assert.equal(lowerdir.length, 59);
+      const targets = lowerdir.map((l) => Deno.readLinkSync(join(h.root, l)));
+      assert.deepEqual(targets, ids.slice(0, 59).reverse().map((id) => `../diff/${id}`));
+    });
   }, { tmpfs: true });
 });
