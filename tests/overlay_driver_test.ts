@@ -213,19 +213,36 @@ Deno.test("init refuses a filesystem without d_type, undoes its bind mount and r
   }
 });
 
-Deno.test("init removes -removing leftovers in work, diff and mnt, and dangling short links", async () => {
+Deno.test("init removes -removing leftovers, dangling short links and stale probe dirs", async () => {
   await withOverlay(async (driver, h) => {
     await driver.create("kept", "");
     const [keptLink] = listing(join(h.root, "l"));
     for (const d of ["work", "diff", "mnt"]) Deno.mkdirSync(join(h.root, d, "123-removing"));
     Deno.symlinkSync("../diff/gone", join(h.root, "l", "zz"));
     Deno.symlinkSync("elsewhere", join(h.root, "l", "zy"));
+    // A crashed Init's probe, its union still mounted, and one that may be running now.
+    const stale = join(h.root, ".overlay-probe-crashed");
+    for (const d of ["", "lower", "upper", "work", "merged"]) Deno.mkdirSync(join(stale, d));
+    libc.mount(
+      "overlay",
+      join(stale, "merged"),
+      "overlay",
+      0n,
+      `lowerdir=${stale}/lower,upperdir=${stale}/upper,workdir=${stale}/work`,
+    );
+    Deno.utimeSync(stale, 1_000_000, 1_000_000);
+    const fresh = join(h.root, ".dtype-probe-running");
+    Deno.mkdirSync(fresh);
+
     await OverlayDriver.init(h.root, h.options);
     for (const d of ["work", "diff", "mnt"]) {
       assert.equal(exists(join(h.root, d, "123-removing")), false, d);
     }
     assert.deepEqual(listing(join(h.root, "l")), [keptLink, "zy"].sort());
     assert.equal(Deno.readLinkSync(join(h.root, "l", keptLink)), "../diff/kept");
+    assert.equal(exists(stale), false);
+    assert.equal(readMountinfo().some((m) => m.mountPoint.startsWith(stale)), false);
+    assert.equal(exists(fresh), true);
   });
 });
 

@@ -18,7 +18,7 @@ import type { CreateOpts } from "../driver.ts";
 import { IncompatibleFsError, LayerError } from "../errors.ts";
 import { UnionDriver, type UnionDriverOptions } from "../union.ts";
 import { OverlayBackend } from "./backend.ts";
-import { checkOverlayMount, supportsDType } from "./probe.ts";
+import { checkOverlayMount, supportsDType, sweepStaleProbes } from "./probe.ts";
 
 /** Options of {@linkcode OverlayDriver.init}. */
 export interface OverlayOptions extends UnionDriverOptions {
@@ -61,7 +61,7 @@ export class OverlayDriver extends UnionDriver {
    * parent must not be on overlay, aufs or eCryptfs (`IncompatibleFsError`);
    * the root is laid out (with `work/` and `l/`) and made a private mount,
    * leftovers are swept (`*-removing` dirs, half-made layers, dangling short
-   * links). Then, in the root: the filesystem must fill in `d_type`, and a
+   * links, probe dirs of a crashed Init older than a minute). Then, in the root: the filesystem must fill in `d_type`, and a
    * test mount must take the driver's options and write overlay whiteouts
    * (else `IncompatibleFsError`, with the reason as its `cause`). When a
    * check after the layout fails, the root's bind mount is undone and a root
@@ -80,6 +80,7 @@ export class OverlayDriver extends UnionDriver {
     try {
       backend.links.makeDir();
       const swept = backend.links.sweep();
+      await sweepStaleProbes(libc, abs, { procRoot: opts.procRoot, warn: (m) => driver.#warn(m) });
       if (swept.length > 0) {
         driver.#warn(`removed ${swept.length} dangling short link(s) in ${backend.links.dir}`);
       }

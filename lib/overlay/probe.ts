@@ -11,8 +11,19 @@
  */
 
 import { join } from "node:path";
-import { AT, DT, Errno, errnoOf, type Libc, MNT, O, S } from "../../ffi/libc.ts";
+import {
+  AT,
+  DT,
+  Errno,
+  errnoOf,
+  type Libc,
+  MNT,
+  O,
+  readTextFileViaLibc,
+  S,
+} from "../../ffi/libc.ts";
 import { NotSupportedError } from "../errors.ts";
+import { ensureRemoveAll } from "../remove.ts";
 import { modprobe, runningInUserNs } from "../aufs/probe.ts";
 import { escapeOverlayPath } from "./lowers.ts";
 import { OVERLAY_OPAQUE_XATTR } from "../archive/whiteouts.ts";
@@ -24,6 +35,7 @@ import { OVERLAY_OPAQUE_XATTR } from "../archive/whiteouts.ts";
  * ```ts
  * import { OverlayNotSupportedError } from "./probe.ts";
  * import { NotSupportedError } from "../errors.ts";
+import { ensureRemoveAll } from "../remove.ts";
  * const e = new OverlayNotSupportedError("overlay was not found in /proc/filesystems");
  * console.log(e instanceof NotSupportedError, e.message);
  * // true kernel does not support overlay (overlay was not found in /proc/filesystems): driver not supported
@@ -71,7 +83,7 @@ export async function supportsOverlay(opts: OverlayProbeOptions = {}): Promise<v
   const path = join(procRoot, "filesystems");
   let list: string;
   try {
-    list = Deno.readTextFileSync(path);
+    list = readTextFileViaLibc(path);
   } catch (e) {
     throw new OverlayNotSupportedError(`cannot read ${path}: ${(e as Error).message}`, {
       cause: e,
@@ -85,6 +97,44 @@ const enc = new TextEncoder();
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+/** Name prefixes of the probes' scratch entries in the driver root. */
+const PROBE_PREFIXES = [".dtype-probe-", ".overlay-probe-"];
+
+/**
+ * Delete probe scratch dirs a crashed Init left in `dir` (unmounting a probe
+ * union still mounted there first). Entries younger than `minAgeMs` (default
+ * one minute) are left alone: another process's Init may be probing right
+ * now. Returns the names deleted; failures go to `warn`.
+ *
+ * @example
+ * ```ts
+ * import { sweepStaleProbes } from "./probe.ts";
+ * import { systemLibc } from "../../ffi/libc.ts";
+ * console.log(await sweepStaleProbes(systemLibc(), await Deno.makeTempDir())); // []
+ * ```
+ */
+export async function sweepStaleProbes(
+  libc: Libc,
+  dir: string,
+  opts: { procRoot?: string; minAgeMs?: number; warn?: (message: string) => void } = {},
+): Promise<string[]> {
+  const minAge = opts.minAgeMs ?? 60_000;
+  const gone: string[] = [];
+  for (const entry of Deno.readDirSync(dir)) {
+    if (!entry.isDirectory || !PROBE_PREFIXES.some((p) => entry.name.startsWith(p))) continue;
+    const path = join(dir, entry.name);
+    try {
+      const st = libc.fstatat(AT.FDCWD, path, AT.SYMLINK_NOFOLLOW);
+      if (Date.now() - (st.mtimeSec * 1000 + st.mtimeNsec / 1e6) < minAge) continue;
+      await ensureRemoveAll(libc, path, opts.procRoot);
+      gone.push(entry.name);
+    } catch (e) {
+      opts.warn?.(`could not remove the stale probe dir ${path}: ${(e as Error).message}`);
+    }
+  }
+  return gone;
 }
 
 function randomSuffix(): string {
@@ -106,7 +156,7 @@ function randomSuffix(): string {
  * ```
  */
 export function supportsDType(libc: Libc, dir: string): boolean {
-  const name = `.dtype-probe-${randomSuffix()}`;
+  const name = `${PROBE_PREFIXES[0]}${randomSuffix()}`;
   const entry = join(dir, name);
   libc.mkdirat(AT.FDCWD, entry, 0o700);
   try {
@@ -156,7 +206,7 @@ function typeOf(libc: Libc, path: string): number {
  * ```
  */
 export function checkOverlayMount(libc: Libc, dir: string, options: readonly string[]): void {
-  const base = join(dir, `.overlay-probe-${randomSuffix()}`);
+  const base = join(dir, `${PROBE_PREFIXES[1]}${randomSuffix()}`);
   const p = (name: string) => join(base, name);
   Deno.mkdirSync(base, { mode: 0o700 });
   try {
