@@ -110,3 +110,9 @@ export { IdMapError, toContainer, toHost } from "./lib/archive/idmap.ts";
 // Consistency check of a driver root
 export { checkRoot } from "./lib/check.ts";
 export type { CheckOptions, CheckReport, Finding, FindingKind, RepairState } from "./lib/check.ts";
+
+// overlay backend details
+export { ShortLinks } from "./lib/overlay/links.ts";
+export { OVERLAY_MAX_LOWERS, OverlayDepthError, packOverlayMount } from "./lib/overlay/lowers.ts";
+export type { OverlayMountData, OverlayMountInput } from "./lib/overlay/lowers.ts";
+export { OverlayNotSupportedError } from "./lib/overlay/probe.ts";

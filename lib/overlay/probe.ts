@@ -35,7 +35,6 @@ import { OVERLAY_OPAQUE_XATTR } from "../archive/whiteouts.ts";
  * ```ts
  * import { OverlayNotSupportedError } from "./probe.ts";
  * import { NotSupportedError } from "../errors.ts";
-import { ensureRemoveAll } from "../remove.ts";
  * const e = new OverlayNotSupportedError("overlay was not found in /proc/filesystems");
  * console.log(e instanceof NotSupportedError, e.message);
  * // true kernel does not support overlay (overlay was not found in /proc/filesystems): driver not supported
