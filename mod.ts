@@ -81,6 +81,7 @@ export { AufsDriver } from "./lib/aufs/driver.ts";
 export type { AufsOptions } from "./lib/aufs/driver.ts";
 export { AufsBackend } from "./lib/aufs/backend.ts";
 export { packAufsBranches } from "./lib/aufs/branches.ts";
+export type { AufsBranchOptions, PackedBranches } from "./lib/aufs/branches.ts";
 export { OverlayDriver } from "./lib/overlay/driver.ts";
 export type { OverlayOptions } from "./lib/overlay/driver.ts";
 export { OverlayBackend } from "./lib/overlay/backend.ts";

@@ -110,12 +110,19 @@ export const DT = {
 export interface StatFs {
   /** Filesystem magic (`f_type`), as an unsigned 32-bit number. */
   type: number;
+  /** Optimal transfer block size (`f_bsize`). */
   blockSize: number;
+  /** Total data blocks (`f_blocks`). */
   blocks: number;
+  /** Free blocks (`f_bfree`). */
   bfree: number;
+  /** Free blocks available to unprivileged users (`f_bavail`). */
   bavail: number;
+  /** Total inodes (`f_files`). */
   files: number;
+  /** Free inodes (`f_ffree`). */
   ffree: number;
+  /** Maximum name length (`f_namelen`). */
   nameLen: number;
 }
 
@@ -123,26 +130,43 @@ export interface StatFs {
 export interface Stat {
   /** Type and permission bits (`st_mode`). */
   mode: number;
+  /** Inode number. */
   ino: number;
+  /** Major number of the device holding the file. */
   devMajor: number;
+  /** Minor number of the device holding the file. */
   devMinor: number;
+  /** Hard link count. */
   nlink: number;
+  /** Owner user id. */
   uid: number;
+  /** Owner group id. */
   gid: number;
+  /** Major number of a device file. */
   rdevMajor: number;
+  /** Minor number of a device file. */
   rdevMinor: number;
+  /** Size in bytes. */
   size: number;
+  /** Access time, seconds. */
   atimeSec: number;
+  /** Access time, nanoseconds. */
   atimeNsec: number;
+  /** Modification time, seconds. */
   mtimeSec: number;
+  /** Modification time, nanoseconds. */
   mtimeNsec: number;
+  /** Status change time, seconds. */
   ctimeSec: number;
+  /** Status change time, nanoseconds. */
   ctimeNsec: number;
 }
 
 /** One directory entry from getdents64, with its raw name bytes. */
 export interface DirEntry {
+  /** The name's raw bytes. */
   name: Uint8Array;
+  /** Inode number. */
   ino: number;
   /** A {@linkcode DT} value; `DT.UNKNOWN` on filesystems that do not fill it. */
   type: number;

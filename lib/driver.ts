@@ -13,8 +13,11 @@ import { NotSupportedError } from "./errors.ts";
  * `[containerID, containerID + size)` are host ids `[hostID, hostID + size)`.
  */
 export interface IDMap {
+  /** First container id of the range. */
   containerID: number;
+  /** First host id of the range. */
   hostID: number;
+  /** Number of ids in the range. */
   size: number;
 }
 
@@ -36,6 +39,7 @@ export interface MountOpts {
 export interface Change {
   /** Absolute path from the layer root, e.g. `/etc/passwd`. */
   path: string;
+  /** What happened to it. */
   kind: "add" | "modify" | "delete";
 }
 

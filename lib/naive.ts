@@ -25,8 +25,11 @@ export interface GetPut {
 
 /** Options of {@linkcode NaiveDiff}. */
 export interface NaiveDiffOptions {
+  /** uid map applied to exported and applied tars. */
   uidMaps?: IDMap[];
+  /** gid map applied to exported and applied tars. */
   gidMaps?: IDMap[];
+  /** System calls (default: the real libc). */
   libc?: Libc;
 }
 
