@@ -12,7 +12,13 @@
 
 import { createHash } from "node:crypto";
 import { join } from "node:path";
-import { type Driver, openDriver } from "./mod.ts";
+import {
+  type Driver,
+  effectiveUid,
+  FfiPermissionError,
+  openDriver,
+  readTextFileViaLibc,
+} from "./mod.ts";
 
 const encoder = new TextEncoder();
 
@@ -159,15 +165,9 @@ async function step<T>(name: string, fn: () => Promise<T>): Promise<T> {
   return result;
 }
 
-function effectiveUid(): number | undefined {
+function currentUid(): number | undefined {
   try {
-    const m = /^Uid:\s+\d+\s+(\d+)/m.exec(Deno.readTextFileSync("/proc/self/status"));
-    if (m) return Number(m[1]);
-  } catch {
-    // fall back to Deno.uid()
-  }
-  try {
-    return Deno.uid() ?? undefined;
+    return effectiveUid();
   } catch {
     return undefined;
   }
@@ -176,7 +176,7 @@ function effectiveUid(): number | undefined {
 /** Mountpoints at or under `dir`, from the mount table. */
 function mountsUnder(dir: string): string[] {
   const real = Deno.realPathSync(dir);
-  return Deno.readTextFileSync("/proc/self/mountinfo").split("\n")
+  return readTextFileViaLibc("/proc/self/mountinfo").split("\n")
     .map((line) => line.split(" ")[4])
     .filter((mp) => mp !== undefined)
     .map((mp) => mp.replace(/\\([0-7]{3})/g, (_, o) => String.fromCharCode(parseInt(o, 8))))
@@ -392,7 +392,7 @@ async function run(made: Made): Promise<number> {
  * ```
  */
 export async function demo(): Promise<number> {
-  const uid = effectiveUid();
+  const uid = currentUid();
   if (uid !== undefined && uid !== 0) {
     console.error(
       `demo: must run as root (effective uid ${uid}): it mounts filesystems. Nothing was touched.`,
@@ -400,12 +400,12 @@ export async function demo(): Promise<number> {
     return 1;
   }
   try {
-    Deno.readTextFileSync("/proc/self/mountinfo");
+    readTextFileViaLibc("/proc/self/mountinfo");
   } catch (e) {
-    if (e instanceof Deno.errors.NotCapable) {
+    if (e instanceof FfiPermissionError) {
       console.error(
-        "demo: run it with -A (`deno task demo`): strata reads /proc (mount table, kernel probes), " +
-          "which Deno allows only with --allow-all. Nothing was touched.",
+        "demo: run it with --allow-ffi (`deno task demo`): strata reaches the kernel through libc. " +
+          "Nothing was touched.",
       );
       return 1;
     }

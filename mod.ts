@@ -30,6 +30,7 @@
 export {
   AT,
   DT,
+  effectiveUid,
   Errno,
   ErrnoError,
   errnoOf,
@@ -39,6 +40,7 @@ export {
   MNT,
   MS,
   O,
+  readTextFileViaLibc,
   RESOLVE,
   S,
   systemLibc,

@@ -16,13 +16,7 @@ import { importTars } from "./import_command.ts";
 import * as layer from "./layer_commands.ts";
 import { layerView } from "./layer_view.ts";
 import { Output } from "./output.ts";
-import {
-  requireFfi,
-  requireFsAccess,
-  requireProcAccess,
-  requireRoot,
-  strataRootFromEnv,
-} from "./preflight.ts";
+import { requireFfi, requireFsAccess, requireRoot, strataRootFromEnv } from "./preflight.ts";
 import * as tar from "./tar_commands.ts";
 
 /** The version in deno.json. */
@@ -93,7 +87,6 @@ export async function main(args: readonly string[]): Promise<number> {
   try {
     requireFfi(command);
     requireFsAccess(command, inv.globals.root);
-    requireProcAccess(command);
     requireRoot(command);
     // Union drivers take `onWarning` (beyond DriverOptions): route it through -q.
     const opts: DriverOptions & { onWarning: (m: string) => void } = {

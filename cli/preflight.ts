@@ -6,6 +6,8 @@
  * @module
  */
 
+import { effectiveUid as libcEffectiveUid } from "../mod.ts";
+
 /** The process is not root; the message says which command needed it. */
 export class NotRootError extends Error {
   /** `command` needed root; `uid` is the effective uid found. */
@@ -40,9 +42,9 @@ export class PermissionMissingError extends Error {
 }
 
 /**
- * The effective uid of this process, from `/proc/self/status` (needs only
- * read permission) or else `Deno.uid()` (needs `--allow-sys=uid`); undefined
- * when neither can be read.
+ * The effective uid of this process: from `/proc/self/status` read through
+ * libc (FFI is checked first), else `Deno.uid()` (needs `--allow-sys=uid`);
+ * undefined when neither can be read.
  *
  * @example
  * ```ts
@@ -52,9 +54,7 @@ export class PermissionMissingError extends Error {
  */
 export function effectiveUid(): number | undefined {
   try {
-    const status = Deno.readTextFileSync("/proc/self/status");
-    const m = /^Uid:\s+(\d+)\s+(\d+)/m.exec(status);
-    if (m) return Number(m[2]);
+    return libcEffectiveUid();
   } catch {
     // fall through to Deno.uid()
   }
@@ -101,29 +101,6 @@ export function requireFsAccess(command: string, root: string): void {
   }
   if (missing.length > 0) {
     throw new PermissionMissingError(`${command} needs ${missing.join(", ")}: run with them`);
-  }
-}
-
-/**
- * Throw {@linkcode PermissionMissingError} when `/proc` cannot be read. Deno
- * (2.x) allows reading `/proc` only with `--allow-all`, whatever
- * `--allow-read` says, and strata needs it: the mount table
- * (`/proc/self/mountinfo`) and the kernel probes (`/proc/filesystems`).
- * Without this check the probes would fail and the message would blame the
- * kernel.
- */
-export function requireProcAccess(command: string): void {
-  try {
-    Deno.readTextFileSync("/proc/self/mountinfo");
-  } catch (e) {
-    if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
-      throw new PermissionMissingError(
-        `${command} reads /proc (mount table, kernel probes), which Deno allows only with ` +
-          "--allow-all: run with -A (--allow-ffi grants the process full access anyway)",
-        { cause: e },
-      );
-    }
-    // Anything else (no /proc mounted...): let the driver report it.
   }
 }
 

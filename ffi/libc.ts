@@ -810,3 +810,19 @@ export function readTextFileViaLibc(path: string, libc: Libc = systemLibc()): st
     libc.close(fd);
   }
 }
+
+/**
+ * The effective uid of this process (from `/proc/self/status`, read through
+ * libc, so it needs `--allow-ffi` only).
+ *
+ * @example
+ * ```ts
+ * import { effectiveUid } from "./libc.ts";
+ * console.log(effectiveUid() === 0 ? "root" : "not root");
+ * ```
+ */
+export function effectiveUid(libc: Libc = systemLibc()): number {
+  const m = /^Uid:\s+\d+\s+(\d+)/m.exec(readTextFileViaLibc("/proc/self/status", libc));
+  if (!m) throw new Error("no Uid line in /proc/self/status");
+  return Number(m[1]);
+}

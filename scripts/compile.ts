@@ -1,14 +1,11 @@
 /**
  * `deno task compile`: build `dist/strata`, a self-contained `strata` binary.
  *
- * Permissions: what strata uses is `--allow-ffi` (libc: mount, statfs, the
- * *at calls), `--allow-read`/`--allow-write` (the root, tars),
- * `--allow-env=STRATA_ROOT` and `--allow-run=modprobe,auplink` (the aufs
- * probe and unmount flush). But Deno 2.x lets a program read `/proc` only
- * with `--allow-all`, and strata must read `/proc/self/mountinfo` and
- * `/proc/filesystems`; with the list above every command fails. So the
- * narrowest set that works is `--allow-all` — which grants nothing
- * `--allow-ffi` does not already (FFI code can do anything the process can).
+ * Permissions: `--allow-ffi` (libc: mount, statfs, the *at calls, and the
+ * reads of `/proc`, which Deno itself would only allow with `--allow-all`),
+ * `--allow-read`/`--allow-write` (the root, tars), `--allow-env` (`STRATA_ROOT`,
+ * `TMPDIR`) and `--allow-run=modprobe,auplink` (the kernel module probe and
+ * aufs's unmount flush; both optional, their failure is ignored).
  *
  * `deno compile` downloads the `denort` runtime for the target on first use.
  * Without network that fails with a long backtrace; this script turns it into
@@ -19,8 +16,14 @@
 
 import { fileURLToPath } from "node:url";
 
-/** Permission flags given to `deno compile` (see the module doc for why). */
-export const PERMISSIONS = ["--allow-all"] as const;
+/** Permission flags given to `deno compile` (see the module doc for why each). */
+export const PERMISSIONS = [
+  "--allow-ffi",
+  "--allow-read",
+  "--allow-write",
+  "--allow-env",
+  "--allow-run=modprobe,auplink",
+] as const;
 
 /** True when `deno compile`'s stderr says the runtime download failed. */
 export function isDownloadFailure(stderr: string): boolean {
