@@ -337,7 +337,12 @@ export class UnionDriver implements Driver {
         );
       }
       for (const { id, why } of await this.store.incomplete()) {
-        if (why !== CREATING) continue;
+        if (why !== CREATING) {
+          // An interrupted apply: the layer's data may be partial. Say so;
+          // `strata check --repair` (or remove) deals with it.
+          this.#warn(`layer ${id} is incomplete (${why} was interrupted); remove it or re-apply`);
+          continue;
+        }
         try {
           await this.#locks.withLayer(id, async () => {
             // Another process may have been creating it while we waited for

@@ -1,0 +1,138 @@
+/**
+ * The layer-tar methods of the union drivers, for real on this kernel's
+ * overlay: when they go native and when naive (the seed's isParent), what an
+ * interrupted apply leaves, and that the naive path releases its mounts.
+ */
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { OverlayDriver } from "../lib/overlay/driver.ts";
+import { isDirectParent } from "../lib/layer_archive.ts";
+import { readTar } from "../lib/archive/tar_reader.ts";
+import { mountpointsUnder } from "../lib/mounts.ts";
+
+async function withOverlay(
+  fn: (d: OverlayDriver, dir: string, warnings: string[]) => Promise<void>,
+): Promise<void> {
+  const dir = await Deno.makeTempDir({ prefix: "strata-la-" });
+  const warnings: string[] = [];
+  let d: OverlayDriver | undefined;
+  try {
+    d = await OverlayDriver.init(join(dir, "root"), { onWarning: (m) => warnings.push(m) });
+    await fn(d, dir, warnings);
+  } finally {
+    try {
+      await d?.cleanup();
+    } finally {
+      assert.deepEqual(mountpointsUnder(dir), [], "no mount left behind");
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+}
+
+async function entries(stream: ReadableStream<Uint8Array>): Promise<string[]> {
+  const names: string[] = [];
+  await readTar(stream, {
+    entry: (h) => names.push(new TextDecoder().decode(h.name)),
+    data() {},
+    end() {},
+  });
+  return names;
+}
+
+Deno.test("isParent: a base layer matches any parent; a child only its direct parent", async () => {
+  await withOverlay(async (d) => {
+    await d.create("a", "");
+    await d.create("b", "a");
+    await d.create("c", "b");
+    assert.equal(await isDirectParent(d, "a", ""), true);
+    assert.equal(await isDirectParent(d, "a", "unrelated"), true);
+    assert.equal(await isDirectParent(d, "c", "b"), true);
+    assert.equal(await isDirectParent(d, "c", "a"), false);
+    assert.equal(await isDirectParent(d, "c", ""), false);
+  });
+});
+
+Deno.test("diff against the direct parent is the layer's own change; against '' the flattened union", async () => {
+  await withOverlay(async (d) => {
+    await d.create("a", "");
+    await Deno.writeTextFile(join(d.diffDir("a"), "base.txt"), "b");
+    await d.create("b", "a");
+    const mnt = await d.get("b");
+    try {
+      await Deno.writeTextFile(join(mnt, "top.txt"), "t");
+      await Deno.remove(join(mnt, "base.txt"));
+    } finally {
+      await d.put("b");
+    }
+    assert.deepEqual(await entries(await d.diff("b", "a")), [".wh.base.txt", "top.txt"]);
+    // naive: the whole union, no whiteouts; the layer is mounted while the stream is read
+    assert.deepEqual(await entries(await d.diff("b", "")), ["top.txt"]);
+    assert.equal(await d.mountCount("b"), 0, "the naive diff released its mount");
+    assert.deepEqual(await d.changes("b", ""), [{ path: "/top.txt", kind: "add" }]);
+    assert.equal(await d.diffSize("b", ""), 1);
+  });
+});
+
+Deno.test("naive applyDiff goes through the union: a whiteout deletes a lower file", async () => {
+  await withOverlay(async (d) => {
+    await d.create("a", "");
+    await Deno.writeTextFile(join(d.diffDir("a"), "gone.txt"), "g");
+    await d.create("b", "a");
+    await d.create("c", "b");
+    // A layer tar deleting gone.txt and adding new.txt, applied to c "against a" (not its parent).
+    await d.create("src", "");
+    await Deno.writeTextFile(join(d.diffDir("src"), "new.txt"), "nn");
+    await Deno.writeTextFile(join(d.diffDir("src"), ".wh.gone.txt"), "");
+    // src is an overlay layer; its diff dir holds a plain file named .wh.gone.txt, which the
+    // tar carries as it is: a whiteout entry for the consumer.
+    const tar = await d.diff("src", "");
+    const size = await d.applyDiff("c", "a", tar);
+    assert.equal(size, 2, "naive apply returns the sum of header sizes");
+    const mnt = await d.get("c");
+    try {
+      assert.equal(await Deno.readTextFile(join(mnt, "new.txt")), "nn");
+      await assert.rejects(Deno.stat(join(mnt, "gone.txt")), Deno.errors.NotFound);
+    } finally {
+      await d.put("c");
+    }
+    // the kernel recorded the deletion as an overlay whiteout (char 0/0) in c's own dir
+    const st = await Deno.lstat(join(d.diffDir("c"), "gone.txt"));
+    assert.ok(st.isCharDevice);
+  });
+});
+
+Deno.test("an interrupted apply leaves the layer marked incomplete, and the next init says so", async () => {
+  await withOverlay(async (d, dir) => {
+    await d.create("a", "");
+    const src = new Uint8Array(await new Response(await d.diff("a", "")).arrayBuffer());
+    await Deno.writeFile(join(d.diffDir("a"), "f"), new Uint8Array(4096));
+    const full = new Uint8Array(await new Response(await d.diff("a", "")).arrayBuffer());
+    assert.ok(full.length > src.length);
+    await d.create("b", "");
+    let sent = false;
+    const broken = new ReadableStream<Uint8Array>({
+      pull(c) {
+        if (!sent) {
+          sent = true;
+          c.enqueue(full.subarray(0, 700)); // the header and part of the body
+        } else c.error(new Error("connection reset"));
+      },
+    });
+    await assert.rejects(d.applyDiff("b", "", broken), /connection reset/);
+    assert.deepEqual(await d.store.incomplete(), [{ id: "b", why: "apply" }]);
+    assert.equal(await d.exists("b"), false, "an incomplete layer does not count as existing");
+    const warnings: string[] = [];
+    const again = await OverlayDriver.init(join(dir, "root"), {
+      onWarning: (m) => warnings.push(m),
+    });
+    assert.ok(
+      warnings.some((w) => /layer b is incomplete \(apply was interrupted\)/.test(w)),
+      String(warnings),
+    );
+    assert.deepEqual(
+      await again.store.incomplete(),
+      [{ id: "b", why: "apply" }],
+      "init keeps it for check to report",
+    );
+  });
+});
