@@ -73,7 +73,7 @@ async function fill(
   file: string,
   progress: Progress,
 ): Promise<{ digest: string; size: number }> {
-  await ctx.driver.create(id, parent);
+  await ctx.driver.create(id, parent, { incomplete: "import" });
   try {
     const hash = createHash("sha256");
     const stream = (await tarOf(file)).pipeThrough(hashing(hash)).pipeThrough(

@@ -27,6 +27,12 @@ export interface CreateOpts {
   mountLabel?: string;
   /** Per-layer storage options; neither backend supports any (a non-empty map is an error). */
   storageOpt?: Record<string, string>;
+  /**
+   * Leave the new layer marked incomplete with this reason (e.g. `"import"`)
+   * until a later `applyDiff` to it succeeds: a crash in between then leaves a
+   * layer that `exists` denies and `check` reports, not an empty one.
+   */
+  incomplete?: string;
 }
 
 /** Options of `get` and of the archive methods. */

@@ -46,6 +46,16 @@ async function mustExist(driver: UnionDriver, id: string): Promise<void> {
   if (!(await driver.exists(id))) throw new LayerNotFoundError(id);
 }
 
+/** Like `mustExist`, but a layer still marked incomplete (being filled) counts. */
+async function mustBeCreated(driver: UnionDriver, id: string): Promise<void> {
+  try {
+    await Deno.lstat(driver.store.fileOf(id));
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new LayerNotFoundError(id);
+    throw e;
+  }
+}
+
 function naive(driver: UnionDriver): NaiveDiff {
   return new NaiveDiff(driver, {
     uidMaps: driver.uidMaps,
@@ -108,7 +118,7 @@ export const layerArchive: LayerArchive = {
   },
 
   async applyDiff(driver, id, parent, tar, opts?: MountOpts) {
-    await mustExist(driver, id);
+    await mustBeCreated(driver, id);
     if (!(await isDirectParent(driver, id, parent))) {
       return naive(driver).applyDiff(id, parent, tar, opts);
     }

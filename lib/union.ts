@@ -524,7 +524,8 @@ export class UnionDriver implements Driver {
         }
         throw e instanceof LayerError ? e : new LayerError(id, "create", "", e);
       }
-      await this.store.clearIncomplete(id);
+      if (opts?.incomplete) await this.store.markIncomplete(id, opts.incomplete);
+      else await this.store.clearIncomplete(id);
     });
   }
 

@@ -136,3 +136,16 @@ Deno.test("an interrupted apply leaves the layer marked incomplete, and the next
     );
   });
 });
+
+Deno.test("create with an incomplete reason keeps the mark until an applyDiff fills the layer", async () => {
+  await withOverlay(async (d) => {
+    await d.create("src", "");
+    await Deno.writeTextFile(join(d.diffDir("src"), "f"), "data");
+    await d.create("imp", "", { incomplete: "import" });
+    assert.equal(await d.exists("imp"), false);
+    assert.deepEqual(await d.store.incomplete(), [{ id: "imp", why: "import" }]);
+    assert.equal(await d.applyDiff("imp", "", await d.diff("src", "")), 4);
+    assert.equal(await d.exists("imp"), true);
+    assert.deepEqual(await d.store.incomplete(), []);
+  });
+});
