@@ -14,6 +14,7 @@ import {
   ErrnoError,
   errnoOf,
   type Libc,
+  readTextFileViaLibc,
   S,
   type Stat,
   systemLibc,
@@ -135,14 +136,15 @@ interface Creator {
 let creatorCache: Creator | undefined;
 
 /**
- * The process umask and fs ids, from /proc/self/status. When unknown, the
- * safe answers: umask 0o777 (always chmod) and ids -1 (always chown).
+ * The process umask and fs ids, from /proc/self/status (read through libc:
+ * Deno wants --allow-all for /proc/self). When unknown, the safe answers:
+ * umask 0o777 (always chmod) and ids -1 (always chown).
  */
 function creator(): Creator {
   if (creatorCache) return creatorCache;
   creatorCache = { umask: 0o777, fsuid: -1, fsgid: -1 };
   try {
-    const status = Deno.readTextFileSync("/proc/self/status");
+    const status = readTextFileViaLibc("/proc/self/status");
     const umask = /^Umask:\s*([0-7]+)/m.exec(status);
     if (umask) creatorCache.umask = parseInt(umask[1], 8);
     const uid = /^Uid:\s+\d+\s+\d+\s+\d+\s+(\d+)/m.exec(status);
@@ -169,7 +171,7 @@ function creator(): Creator {
  */
 export function detectUserNS(): boolean {
   try {
-    const map = Deno.readTextFileSync("/proc/self/uid_map").trim().split(/\s+/);
+    const map = readTextFileViaLibc("/proc/self/uid_map").trim().split(/\s+/);
     return !(map.length === 3 && map[0] === "0" && map[1] === "0" && map[2] === "4294967295");
   } catch {
     return false;
