@@ -304,3 +304,19 @@ Deno.test("tarDirectory: a file that shrinks while read is padded with zeros and
     }
   });
 });
+
+Deno.test("tarDirectory: a directory whose own entry fails still has its contents archived (as Go)", async () => {
+  await tmp(async (d) => {
+    await Deno.mkdir(`${d}/dir`);
+    await Deno.writeTextFile(`${d}/dir/f`, "");
+    Deno.chownSync(`${d}/dir`, 7, 7);
+    Deno.chownSync(`${d}/dir/f`, 100000, 100000);
+    const maps = [{ containerID: 0, hostID: 100000, size: 65536 }];
+    const errors: Error[] = [];
+    const entries = await readEntries(
+      tarDirectory(d, { uidMaps: maps, gidMaps: maps, onError: (e) => errors.push(e) }),
+    );
+    assert.deepEqual(entries.map((e) => e.name), ["dir/f"]);
+    assert.equal(errors.length, 1);
+  });
+});

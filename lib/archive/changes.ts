@@ -95,6 +95,12 @@ function isNotFound(e: unknown): boolean {
   return e instanceof ErrnoError && (e.errno === Errno.ENOENT || e.errno === Errno.ENOTDIR);
 }
 
+/** A descriptor-relative call's error, re-made with the full path. */
+function atPath(e: unknown, path: Uint8Array): unknown {
+  if (!(e instanceof ErrnoError)) return e;
+  return new ErrnoError(e.errno, e.syscall, pathFromBytes(path), { cause: e });
+}
+
 function lstatOrNull(libc: Libc, dirFd: number, path: Uint8Array): Stat | null {
   try {
     return libc.fstatat(dirFd, path, AT.SYMLINK_NOFOLLOW);
@@ -313,7 +319,7 @@ export function layerChanges(
       names = libc.readdir(fd).map((d) => d.name);
     } catch (e) {
       libc.close(fd);
-      throw e;
+      throw atPath(e, join(rwRoot, rel));
     }
     names.sort(compareBytes);
     stack.push({ fd, rel, names, next: 0, view });
@@ -330,7 +336,12 @@ export function layerChanges(
       }
       const name = top.names[top.next++];
       const rel = join(top.rel, name);
-      const st = lstatOrNull(libc, top.fd, name);
+      let st: Stat | null;
+      try {
+        st = lstatOrNull(libc, top.fd, name);
+      } catch (e) {
+        throw atPath(e, join(rwRoot, rel));
+      }
       if (st === null) continue; // vanished
       const dir = isDir(st);
 
@@ -378,7 +389,7 @@ export function layerChanges(
           fd = libc.openat(top.fd, name, O.RDONLY | O.DIRECTORY | O.NOFOLLOW);
         } catch (e) {
           if (isNotFound(e)) continue;
-          throw e;
+          throw atPath(e, join(rwRoot, rel));
         }
         let view: LowerView;
         try {

@@ -182,13 +182,13 @@ export class TarAppender {
       st ??= this.#libc.fstatat(ref.dirFd, ref.name, AT.SYMLINK_NOFOLLOW);
     } catch (e) {
       if (e instanceof ErrnoError && e.errno === Errno.ENOENT) return null;
-      this.report(e as Error);
+      this.report(errorAt(e, refPath(ref)) as Error);
       return null;
     }
     try {
       return this.#add(ref, tarName, st) ? st : null;
     } catch (e) {
-      this.report(e as Error);
+      this.report(errorAt(e, refPath(ref)) as Error);
       return null;
     }
   }
@@ -257,7 +257,7 @@ export class TarAppender {
     if (h.type === TarType.REG && h.size > 0) body = this.#open(ref, st, h.size);
     try {
       const fd = body ? body.fd : ref.fd;
-      const xattrs = fd !== undefined ? this.#fdXattrs(fd, ref) : this.#pathXattrs(refPath(ref));
+      const xattrs = fd !== undefined ? this.#fdXattrs(fd) : this.#pathXattrs(refPath(ref));
       if (xattrs) h.xattrs = xattrs;
 
       if (this.#mapIds && !startsWithBytes(baseName(name), WHITEOUT_PREFIX_BYTES)) {
@@ -339,14 +339,14 @@ export class TarAppender {
   }
 
   /** The xattrs Go's addTarFile copies, read through an open descriptor. */
-  #fdXattrs(fd: number, ref: FileRef): Map<string, Uint8Array> | undefined {
+  #fdXattrs(fd: number): Map<string, Uint8Array> | undefined {
     const libc = this.#libc;
     let names: string[];
     try {
       names = libc.flistxattr(fd);
     } catch (e) {
       if (e instanceof ErrnoError && e.errno === Errno.EOPNOTSUPP) return undefined;
-      throw withPath(e, ref);
+      throw e;
     }
     if (names.length === 0) return undefined;
     return this.#pick(names, (k) => libc.fgetxattr(fd, k));
@@ -575,10 +575,22 @@ export function tarStream(app: TarAppender, source: EntrySource): ReadableStream
   }, { highWaterMark: 0 });
 }
 
-/** An fd-based call's error, with the file's path filled in. */
-function withPath(e: unknown, ref: FileRef): unknown {
-  if (e instanceof ErrnoError && e.path === "") {
-    return new ErrnoError(e.errno, e.syscall, nameText(refPath(ref)), { cause: e });
+/**
+ * A system-call error of a descriptor-relative call, re-made with the full
+ * path of the file (the call itself only knew a name, or nothing). Other
+ * errors are returned as they are.
+ *
+ * @example
+ * ```ts
+ * import { Errno, ErrnoError } from "../../ffi/libc.ts";
+ * import { errorAt } from "./tar_appender.ts";
+ * const e = errorAt(new ErrnoError(Errno.EACCES, "openat", "f"), new TextEncoder().encode("/d/f"));
+ * console.log((e as Error).message.includes("/d/f")); // true
+ * ```
+ */
+export function errorAt(e: unknown, path: Uint8Array): unknown {
+  if (e instanceof ErrnoError) {
+    return new ErrnoError(e.errno, e.syscall, nameText(path), { cause: e });
   }
   return e;
 }

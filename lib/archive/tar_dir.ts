@@ -10,7 +10,14 @@
 import { AT, Errno, ErrnoError, type Libc, O, S, systemLibc } from "../../ffi/libc.ts";
 import type { IDMap } from "../driver.ts";
 import { PatternMatcher } from "./patterns.ts";
-import { type EntrySource, type FileRef, refPath, TarAppender, tarStream } from "./tar_appender.ts";
+import {
+  type EntrySource,
+  errorAt,
+  type FileRef,
+  refPath,
+  TarAppender,
+  tarStream,
+} from "./tar_appender.ts";
 import { hostIdNames } from "./users.ts";
 import { compareBytes, type WhiteoutFormat } from "./whiteouts.ts";
 
@@ -83,11 +90,11 @@ class DirWalker implements EntrySource {
   }
 
   /** Open a directory for walking; reports and returns -1 when it cannot be opened. */
-  #open(dirFd: number, name: Uint8Array): number {
+  #open(dirFd: number, name: Uint8Array, path: Uint8Array): number {
     try {
       return this.#libc.openat(dirFd, name, O.RDONLY | O.DIRECTORY | O.NOFOLLOW);
     } catch (e) {
-      this.#app.report(e as Error);
+      this.#app.report(errorAt(e, path) as Error);
       return -1;
     }
   }
@@ -100,7 +107,7 @@ class DirWalker implements EntrySource {
       names = libc.readdir(fd).map((d) => d.name);
     } catch (e) {
       libc.close(fd);
-      this.#app.report(e as Error);
+      this.#app.report(errorAt(e, path) as Error);
       return;
     }
     names.sort(compareBytes);
@@ -123,37 +130,40 @@ class DirWalker implements EntrySource {
     }
     const name = top.names[top.next++];
     const rel = join(top.rel, name);
+    const ref: FileRef = { dirFd: top.fd, name, dirPath: top.path };
     let st;
     try {
       st = this.#libc.fstatat(top.fd, name, AT.SYMLINK_NOFOLLOW);
     } catch (e) {
-      if (!(e instanceof ErrnoError && e.errno === Errno.ENOENT)) this.#app.report(e as Error);
+      if (!(e instanceof ErrnoError && e.errno === Errno.ENOENT)) {
+        this.#app.report(errorAt(e, refPath(ref)) as Error);
+      }
       return true;
     }
-    const ref: FileRef = { dirFd: top.fd, name, dirPath: top.path };
     if ((st.mode & S.IFMT) !== S.IFDIR) {
       if (!this.#pm?.matches(rel)) this.#app.addFile(ref, rel, st);
       return true;
     }
     if (this.#pm && this.#pm.matches(rel)) {
       if (!this.#pm.mustEnter(rel)) return true;
-      const fd = this.#open(top.fd, name);
-      if (fd >= 0) this.#enter(fd, refPath(ref), rel);
+      const path = refPath(ref);
+      const fd = this.#open(top.fd, name, path);
+      if (fd >= 0) this.#enter(fd, path, rel);
       return true;
     }
     // Opened before its header is written: its xattrs are read through the descriptor.
-    const fd = this.#open(top.fd, name);
+    const path = refPath(ref);
+    const fd = this.#open(top.fd, name, path);
     if (fd < 0) return true;
     ref.fd = fd;
-    let added;
     try {
-      added = this.#app.addFile(ref, rel, st);
+      this.#app.addFile(ref, rel, st);
     } catch (e) {
       this.#libc.close(fd);
       throw e;
     }
-    if (added) this.#enter(fd, refPath(ref), rel);
-    else this.#libc.close(fd);
+    // Like Go's walk, the contents are archived even when the directory's own entry failed.
+    this.#enter(fd, path, rel);
     return true;
   }
 
@@ -170,7 +180,7 @@ class DirWalker implements EntrySource {
     if ((st.mode & S.IFMT) !== S.IFDIR) {
       throw new ErrnoError(Errno.ENOTDIR, "tarDirectory", new TextDecoder().decode(this.#root));
     }
-    const fd = this.#open(AT.FDCWD, this.#root);
+    const fd = this.#open(AT.FDCWD, this.#root, this.#root);
     if (fd >= 0) this.#enter(fd, this.#root, new Uint8Array(0));
   }
 
@@ -192,7 +202,8 @@ class DirWalker implements EntrySource {
  * skipped). A missing `dir` gives an empty archive (the 1024-byte end marker).
  *
  * Unlike Go, errors are never swallowed: see
- * {@linkcode TarDirectoryOptions.onError}. Without `onError`, a failed read
+ * {@linkcode TarDirectoryOptions.onError}. (A file deleted between the
+ * directory listing and its `lstat` is simply not there: no error.) Without `onError`, a failed read
  * rejects with the error (an `ErrnoError` naming the call and path, or a
  * `TarSourceError`).
  *
