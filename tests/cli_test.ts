@@ -185,7 +185,7 @@ Deno.test("--help and --version work without --allow-ffi or any other permission
   const help = await run(["--help"], { perms: [] });
   assert.equal(help.code, 0, help.err);
   assert.match(help.out, /usage: strata \[global flags\] <command>/);
-  assert.match(help.out, /\n  import /);
+  assert.match(help.out, /\n {2}import /);
   const version = await run(["--version"], { perms: [] });
   assert.equal(version.out.trim(), `strata ${config.version}`);
   assert.deepEqual(JSON.parse((await run(["--json", "--version"], { perms: [] })).out), {
@@ -623,6 +623,7 @@ Deno.test("the progress line shows on a terminal only, and never with -q", async
       return decoder.decode(r.stdout);
     };
     const shown = await onTerminal("diff", "p", "-o", join(dir, "out.tar"));
+    // deno-lint-ignore no-control-regex -- the progress line really starts with CR + ESC[K
     assert.match(shown, /\r\x1b\[Kdiff p: \d+(\.\d)? \w?i?B, \d+ entries, .*\/s, \d+\.\ds/);
     const quiet = await onTerminal("-q", "diff", "p", "-o", join(dir, "out.tar"));
     assert.doesNotMatch(quiet, /entries/);
