@@ -1,3 +1,4 @@
+import { compareBytes } from "../lib/archive/bytes.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { AT, S, type Stat, systemLibc } from "../ffi/libc.ts";
@@ -7,7 +8,7 @@ import {
   ExtractError,
   InvalidArchiveError,
 } from "../lib/archive/apply_layer.ts";
-import { compareBytes } from "../lib/archive/whiteouts.ts";
+
 import {
   dir,
   type EntrySpec,

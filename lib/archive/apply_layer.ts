@@ -28,6 +28,7 @@
  * @module
  */
 
+import { bytesEqual, joinBytes, startsWithBytes } from "./bytes.ts";
 import { AT, Errno, errnoOf, type Libc, O, S, systemLibc } from "../../ffi/libc.ts";
 import { nameText, type TarHeader, TarType } from "./tar_header.ts";
 import {
@@ -39,9 +40,7 @@ import {
 } from "./extract.ts";
 import { byteKey, cleanInRoot, type Root } from "./root.ts";
 import {
-  bytesEqual,
   OVERLAY_OPAQUE_XATTR,
-  startsWithBytes,
   WHITEOUT_LINK_DIR_BYTES,
   WHITEOUT_META_PREFIX_BYTES,
   WHITEOUT_OPAQUE_BYTES,
@@ -175,15 +174,6 @@ function splitLast(path: Uint8Array): [Uint8Array, Uint8Array] {
   return [path.subarray(0, slash), path.subarray(slash + 1)];
 }
 
-function join(dir: Uint8Array, name: Uint8Array): Uint8Array {
-  if (dir.length === 0) return name;
-  const out = new Uint8Array(dir.length + 1 + name.length);
-  out.set(dir);
-  out[dir.length] = SLASH;
-  out.set(name, dir.length + 1);
-  return out;
-}
-
 class ApplyLayerSink implements ExtractSink {
   #root: Root;
   #w: EntryWriter;
@@ -276,7 +266,7 @@ class ApplyLayerSink implements ExtractSink {
     if (name[0] === 0x2e && (name.length === 1 || (name.length === 2 && name[1] === 0x2e))) {
       throw new InvalidArchiveError(entry, "whiteout of the directory itself or its parent");
     }
-    const target = join(dir, name);
+    const target = joinBytes(dir, name);
     if (cleanInRoot(target).length === 0) {
       throw new InvalidArchiveError(entry, "whiteout of the root");
     }

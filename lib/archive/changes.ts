@@ -15,13 +15,12 @@
  * @module
  */
 
+import { compareBytes, concatBytes, joinBytes, startsWithBytes } from "./bytes.ts";
 import { AT, Errno, ErrnoError, type Libc, O, S, type Stat, systemLibc } from "../../ffi/libc.ts";
 import type { Change } from "../driver.ts";
 import { pathFromBytes, pathToBytes } from "./path_bytes.ts";
 import {
-  compareBytes,
   OVERLAY_OPAQUE_XATTR,
-  startsWithBytes,
   WHITEOUT_META_PREFIX_BYTES,
   WHITEOUT_OPAQUE_BYTES,
   WHITEOUT_PREFIX_BYTES,
@@ -62,33 +61,11 @@ export function sortChanges(changes: Change[]): Change[] {
   return changes;
 }
 
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
-
-/** `a/b` joined with a slash (`a` may be empty: then just `b`). */
-function join(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  const out = new Uint8Array(a.length + 1 + b.length);
-  out.set(a);
-  out[a.length] = SLASH;
-  out.set(b, a.length + 1);
-  return out;
-}
-
 const SLASH_BYTES = new Uint8Array([SLASH]);
 
 /** `/` + relative path: the form of a change path. */
 function absPath(rel: Uint8Array): Uint8Array {
-  return concat(SLASH_BYTES, rel);
+  return concatBytes(SLASH_BYTES, rel);
 }
 
 function isNotFound(e: unknown): boolean {
@@ -210,7 +187,7 @@ export function layerChanges(
   const changedDirs = new Set<string>();
   const key = (p: Uint8Array) => pathFromBytes(p);
 
-  const lowerPath = (i: number, rel: Uint8Array) => join(lowers[i], rel);
+  const lowerPath = (i: number, rel: Uint8Array) => joinBytes(lowers[i], rel);
 
   /** Whether `rel` (a directory present in layer i) is opaque there. */
   const lowerOpaque = (i: number, rel: Uint8Array): boolean => {
@@ -219,17 +196,17 @@ export function layerChanges(
       const v = libc.lgetxattr(dir, OVERLAY_OPAQUE_XATTR);
       return v !== null && v.length === 1 && v[0] === 0x79;
     }
-    return lstatOrNull(libc, AT.FDCWD, join(dir, WHITEOUT_OPAQUE_BYTES)) !== null;
+    return lstatOrNull(libc, AT.FDCWD, joinBytes(dir, WHITEOUT_OPAQUE_BYTES)) !== null;
   };
 
   /** Whether layer i (where `parentRel` is a directory) has a whiteout for `name`. */
   const lowerWhiteout = (i: number, parentRel: Uint8Array, name: Uint8Array): boolean => {
     if (overlay) {
-      const st = lstatOrNull(libc, AT.FDCWD, lowerPath(i, join(parentRel, name)));
+      const st = lstatOrNull(libc, AT.FDCWD, lowerPath(i, joinBytes(parentRel, name)));
       return st !== null && isWhiteoutDevice(st);
     }
-    const wh = concat(WHITEOUT_PREFIX_BYTES, name);
-    return lstatOrNull(libc, AT.FDCWD, lowerPath(i, join(parentRel, wh))) !== null;
+    const wh = concatBytes(WHITEOUT_PREFIX_BYTES, name);
+    return lstatOrNull(libc, AT.FDCWD, lowerPath(i, joinBytes(parentRel, wh))) !== null;
   };
 
   const rootView = (): LowerView => {
@@ -256,7 +233,7 @@ export function layerChanges(
     for (let i = 0; i < limit; i++) {
       if (!present[i]) continue;
       if (!overlay && lowerWhiteout(i, parent.rel, name)) return null;
-      const st = lstatOrNull(libc, AT.FDCWD, lowerPath(i, join(parent.rel, name)));
+      const st = lstatOrNull(libc, AT.FDCWD, lowerPath(i, joinBytes(parent.rel, name)));
       if (st === null) continue;
       if (overlay && isWhiteoutDevice(st)) return null;
       return { st, layer: i };
@@ -319,7 +296,7 @@ export function layerChanges(
       names = libc.readdir(fd).map((d) => d.name);
     } catch (e) {
       libc.close(fd);
-      throw atPath(e, join(rwRoot, rel));
+      throw atPath(e, joinBytes(rwRoot, rel));
     }
     names.sort(compareBytes);
     stack.push({ fd, rel, names, next: 0, view });
@@ -335,12 +312,12 @@ export function layerChanges(
         continue;
       }
       const name = top.names[top.next++];
-      const rel = join(top.rel, name);
+      const rel = joinBytes(top.rel, name);
       let st: Stat | null;
       try {
         st = lstatOrNull(libc, top.fd, name);
       } catch (e) {
-        throw atPath(e, join(rwRoot, rel));
+        throw atPath(e, joinBytes(rwRoot, rel));
       }
       if (st === null) continue; // vanished
       const dir = isDir(st);
@@ -361,7 +338,7 @@ export function layerChanges(
       } else {
         const found = findInLowers(top, name);
         if (overlay && dir && found !== null) {
-          const v = libc.lgetxattr(join(rwRoot, rel), OVERLAY_OPAQUE_XATTR);
+          const v = libc.lgetxattr(joinBytes(rwRoot, rel), OVERLAY_OPAQUE_XATTR);
           if (v !== null && v.length === 1 && v[0] === 0x79) deleted = true;
         }
         if (!deleted && found !== null) {
@@ -389,7 +366,7 @@ export function layerChanges(
           fd = libc.openat(top.fd, name, O.RDONLY | O.DIRECTORY | O.NOFOLLOW);
         } catch (e) {
           if (isNotFound(e)) continue;
-          throw atPath(e, join(rwRoot, rel));
+          throw atPath(e, joinBytes(rwRoot, rel));
         }
         let view: LowerView;
         try {
@@ -432,7 +409,7 @@ function whiteoutTarget(dirRel: Uint8Array, name: Uint8Array): Uint8Array {
   push(name);
   const segs: Uint8Array[] = [];
   for (const p of parts) segs.push(SLASH_BYTES, p);
-  return segs.length === 0 ? SLASH_BYTES.slice() : concat(...segs);
+  return segs.length === 0 ? SLASH_BYTES.slice() : concatBytes(...segs);
 }
 
 // ---------------------------------------------------------------------------
@@ -628,9 +605,9 @@ function diffNode(
       if (same) continue;
       in1 = in2 = true;
     }
-    const childRel = join(rel, name);
-    const oldPath = in1 ? join(old!.path, name) : EMPTY;
-    const newPath = in2 ? join(nu.path, name) : EMPTY;
+    const childRel = joinBytes(rel, name);
+    const oldPath = in1 ? joinBytes(old!.path, name) : EMPTY;
+    const newPath = in2 ? joinBytes(nu.path, name) : EMPTY;
     const oldSt = in1 ? lstatOrNull(libc, AT.FDCWD, oldPath) : null;
     const newSt = in2 ? lstatOrNull(libc, AT.FDCWD, newPath) : null;
     if (newSt !== null) {

@@ -23,6 +23,7 @@
  * @module
  */
 
+import { concatBytes, startsWithBytes } from "./bytes.ts";
 import { AT, Errno, ErrnoError, type Libc, O, S, type Stat } from "../../ffi/libc.ts";
 import type { IDMap } from "../driver.ts";
 import { isIdentity, toContainer } from "./idmap.ts";
@@ -31,7 +32,6 @@ import { encodeHeader, END_OF_ARCHIVE, padding } from "./tar_writer.ts";
 import type { IdNames } from "./users.ts";
 import {
   OVERLAY_OPAQUE_XATTR,
-  startsWithBytes,
   WHITEOUT_OPAQUE_BYTES,
   WHITEOUT_PREFIX_BYTES,
   type WhiteoutFormat,
@@ -299,7 +299,7 @@ export class TarAppender {
     if (!v || v.length !== 1 || v[0] !== 0x79) return null;
     h.xattrs?.delete(OVERLAY_OPAQUE_XATTR);
     const opaque: TarHeader = {
-      name: concat(h.name, WHITEOUT_OPAQUE_BYTES),
+      name: concatBytes(h.name, WHITEOUT_OPAQUE_BYTES),
       linkname: EMPTY,
       type: TarType.REG,
       mode: h.mode & 0o777,
@@ -313,7 +313,7 @@ export class TarAppender {
       devmajor: 0,
       devminor: 0,
     };
-    return concat(encodeHeader(h), encodeHeader(opaque));
+    return concatBytes(encodeHeader(h), encodeHeader(opaque));
   }
 
   /** Open a regular file for its body, refusing anything but the inode lstat saw. */
@@ -616,17 +616,5 @@ function baseName(name: Uint8Array): Uint8Array {
 function whiteoutName(name: Uint8Array): Uint8Array {
   const base = baseName(name);
   const dir = name.subarray(0, base.byteOffset - name.byteOffset);
-  return concat(dir, WHITEOUT_PREFIX_BYTES, base);
-}
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concatBytes(dir, WHITEOUT_PREFIX_BYTES, base);
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { compareBytes, joinBytes } from "./bytes.ts";
 import { AT, Errno, ErrnoError, type Libc, O, S, systemLibc } from "../../ffi/libc.ts";
 import type { IDMap } from "../driver.ts";
 import { PatternMatcher } from "./patterns.ts";
@@ -19,7 +20,7 @@ import {
   tarStream,
 } from "./tar_appender.ts";
 import { hostIdNames } from "./users.ts";
-import { compareBytes, type WhiteoutFormat } from "./whiteouts.ts";
+import { type WhiteoutFormat } from "./whiteouts.ts";
 
 /** Options of {@linkcode tarDirectory}. */
 export interface TarDirectoryOptions {
@@ -51,7 +52,6 @@ export interface TarDirectoryOptions {
   onError?: (e: Error) => void;
 }
 
-const SLASH = 0x2f;
 const encoder = new TextEncoder();
 
 interface Frame {
@@ -62,15 +62,6 @@ interface Frame {
   rel: Uint8Array;
   names: Uint8Array[];
   next: number;
-}
-
-function join(a: Uint8Array, b: Uint8Array): Uint8Array {
-  if (a.length === 0) return b;
-  const out = new Uint8Array(a.length + 1 + b.length);
-  out.set(a);
-  out[a.length] = SLASH;
-  out.set(b, a.length + 1);
-  return out;
 }
 
 /** Walks a tree in Go's `filepath.WalkDir` order, adding entries to a {@linkcode TarAppender}. */
@@ -129,7 +120,7 @@ class DirWalker implements EntrySource {
       return true;
     }
     const name = top.names[top.next++];
-    const rel = join(top.rel, name);
+    const rel = joinBytes(top.rel, name);
     const ref: FileRef = { dirFd: top.fd, name, dirPath: top.path };
     let st;
     try {
