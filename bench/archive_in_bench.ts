@@ -8,7 +8,7 @@
  *   deno run -A bench/archive_in_bench.ts [--files N] [--runs N]
  *
  * Needs root (tmpfs mount, owners, devices) and
- * /work/shared/peers/go-storage/mktree.sh. The tmpfs is mounted in a temp
+ * ../shared/peers/go-storage/mktree.sh (beside the repository). The tmpfs is mounted in a temp
  * dir and unmounted in a `finally`.
  *
  * @module
@@ -19,7 +19,7 @@ import { MNT, systemLibc } from "../ffi/libc.ts";
 import { applyLayer } from "../lib/archive/apply_layer.ts";
 import { untar } from "../lib/archive/untar.ts";
 
-const MKTREE = "/work/shared/peers/go-storage/mktree.sh";
+const MKTREE = new URL("../../shared/peers/go-storage/mktree.sh", import.meta.url).pathname;
 const PEER = "/tmp/peers/bin/storagepeer";
 
 // Child mode: `--extract <tar> <dest>` untars and exits (the "fresh process" row).

@@ -16,17 +16,9 @@ import { tarDirectory } from "../lib/archive/tar_dir.ts";
 import { AUFS_DIFF_EXCLUDES } from "../lib/archive/whiteouts.ts";
 import type { Change } from "../lib/driver.ts";
 import { readAll } from "./support/tar_entries.ts";
+import { MKTREE, PEER, peerAvailable } from "./support/peer.ts";
 
-/** The peer binary (STRATA_PEER overrides, e.g. to check the skip path). */
-const PEER = Deno.env.get("STRATA_PEER") ?? "/tmp/peers/bin/storagepeer";
-const MKTREE = new URL("../../shared/peers/go-storage/mktree.sh", import.meta.url).pathname;
-const havePeer = (() => {
-  try {
-    return Deno.statSync(PEER).isFile;
-  } catch {
-    return false;
-  }
-})();
+const havePeer = peerAvailable();
 const dec = new TextDecoder();
 
 interface Run {

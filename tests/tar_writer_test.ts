@@ -1,3 +1,4 @@
+import { PEER } from "./support/peer.ts";
 import assert from "node:assert/strict";
 import { makeHeader, nameText, type TarHeader, TarType } from "../lib/archive/tar_header.ts";
 import { TarParser } from "../lib/archive/tar_reader.ts";
@@ -244,7 +245,6 @@ Deno.test("encodeHeader leaves its input untouched", () => {
 
 // ---- the Go peer -----------------------------------------------------------
 
-const PEER = "/tmp/peers/bin/storagepeer";
 const peer = await Deno.stat(PEER).then((s) => s.isFile).catch(() => false);
 if (!peer) console.log(`tar writer peer test skipped: ${PEER} is absent`);
 else if (Deno.uid() !== 0) console.log("tar writer peer test skipped: it needs root");

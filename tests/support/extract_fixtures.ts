@@ -285,10 +285,7 @@ export function filesWithContent(dir: string, text: string): string[] {
   return found;
 }
 
-/** Whether the peer binary and mktree are there (differential tests need them). */
-export const PEER = "/tmp/peers/bin/storagepeer";
-/** The reproducible-tree generator of the Go peer. */
-export const MKTREE = "/work/shared/peers/go-storage/mktree.sh";
+export { MKTREE, PEER } from "./peer.ts";
 
 /** Whether `path` exists. */
 export function exists(path: string): boolean {
