@@ -4,6 +4,12 @@
  * TestBreakouts (archive/tar_test.go), and malformed input. Each runs under
  * both resolvers, and asserts that nothing outside the destination changed
  * and that the destination can be removed by a plain recursive remove.
+ *
+ * The cases aim at host paths (`/etc`, `/`), so they run guarded: this
+ * module, run directly, registers one test that reruns it in a private mount
+ * namespace over a scratch overlay of `/` (tests/support/host_guard.ts); an
+ * escape then fails the case ("escaped to /etc/unbroken") instead of
+ * writing to the host.
  */
 
 import assert from "node:assert/strict";
@@ -28,6 +34,10 @@ import {
   tarOf,
   TarType,
 } from "./support/extract_fixtures.ts";
+import { hostGuard } from "./support/host_guard.ts";
+
+/** Every case goes through the guard (never plain `Deno.test`). */
+const test = hostGuard(import.meta.url);
 
 const libc = systemLibc();
 
@@ -94,7 +104,7 @@ const SEED_CASES: Record<string, EntrySpec[][]> = {
 for (const [group, cases] of Object.entries(SEED_CASES)) {
   for (const ex of EXTRACTORS) {
     for (const r of RESOLVERS) {
-      Deno.test(`seed TestApplyLayer${group} (${ex.name}, ${r.name}): victim untouched`, async () => {
+      test(`seed TestApplyLayer${group} (${ex.name}, ${r.name}): victim untouched`, async () => {
         for (const [i, headers] of cases.entries()) {
           const sb = await makeSandbox();
           try {
@@ -113,7 +123,7 @@ for (const [group, cases] of Object.entries(SEED_CASES)) {
   }
 }
 
-Deno.test("seed cases: ../victim/x lands inside dest, as in the chroot", async () => {
+test("seed cases: ../victim/x lands inside dest, as in the chroot", async () => {
   for (const r of RESOLVERS) {
     const sb = await makeSandbox();
     try {
@@ -535,7 +545,7 @@ for (const bo of BREAKOUTS) {
   for (const ex of EXTRACTORS) {
     if (bo.whiteout && ex.name === "untar") continue;
     for (const r of RESOLVERS) {
-      Deno.test(`containerd TestBreakouts/${bo.name} (${ex.name}, ${r.name})`, async () => {
+      test(`containerd TestBreakouts/${bo.name} (${ex.name}, ${r.name})`, async () => {
         const sb = await sandboxFor(bo);
         try {
           bo.apply?.(sb.dest, sb);
@@ -564,7 +574,7 @@ for (const bo of BREAKOUTS) {
 
 // Whiteout cases through untar: literal files, nothing outside touched.
 for (const r of RESOLVERS) {
-  Deno.test(`containerd whiteout breakouts through untar are literal files (${r.name})`, async () => {
+  test(`containerd whiteout breakouts through untar are literal files (${r.name})`, async () => {
     for (const bo of BREAKOUTS.filter((b) => b.whiteout)) {
       const sb = await makeSandbox();
       try {
@@ -625,7 +635,7 @@ const MALFORMED: { name: string; bytes: () => Uint8Array }[] = [
 for (const m of MALFORMED) {
   for (const ex of EXTRACTORS) {
     for (const r of RESOLVERS) {
-      Deno.test(`malformed tar (${m.name}) → typed error, dest removable (${ex.name}, ${r.name})`, async () => {
+      test(`malformed tar (${m.name}) → typed error, dest removable (${ex.name}, ${r.name})`, async () => {
         const sb = await makeSandbox();
         try {
           const fds = openFds();
