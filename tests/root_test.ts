@@ -3,11 +3,16 @@ import { join } from "node:path";
 import { Errno, ErrnoError, errnoOf, type Libc, S, systemLibc } from "../ffi/libc.ts";
 import { byteKey, cleanInRoot, Root } from "../lib/archive/root.ts";
 import { makeSandbox, RESOLVERS, type Sandbox } from "./support/extract_fixtures.ts";
+import { hostGuard } from "./support/host_guard.ts";
+
+// Hostile names aim at host paths (/etc, /): run the cases where an escape
+// cannot reach the host (a private overlay of /).
+const test = hostGuard(import.meta.url);
 
 const dec = new TextDecoder();
 const text = (b: Uint8Array) => dec.decode(b);
 
-Deno.test("cleanInRoot cleans lexically with .. clamped at the root", () => {
+test("cleanInRoot cleans lexically with .. clamped at the root", () => {
   const cases: [string, string][] = [
     ["a/b/c", "a/b/c"],
     ["a/b/", "a/b"],
@@ -28,7 +33,7 @@ Deno.test("cleanInRoot cleans lexically with .. clamped at the root", () => {
   assert.deepEqual(cleanInRoot(raw), new Uint8Array([0xfe]));
 });
 
-Deno.test("byteKey maps distinct byte strings to distinct keys", () => {
+test("byteKey maps distinct byte strings to distinct keys", () => {
   const a = byteKey(new Uint8Array([0xc3, 0xa9]));
   const b = byteKey(new TextEncoder().encode("é"));
   assert.equal(a, b);
@@ -52,7 +57,7 @@ function noOpenat2(): Libc {
   });
 }
 
-Deno.test("Root falls back to the component walk when openat2 is ENOSYS", async () => {
+test("Root falls back to the component walk when openat2 is ENOSYS", async () => {
   const sb = await makeSandbox();
   try {
     const root = new Root(sb.dest, { libc: noOpenat2() });
@@ -93,7 +98,7 @@ async function withRoot(
 }
 
 for (const r of RESOLVERS) {
-  Deno.test(`Root resolves symlinks inside the root (${r.name})`, () =>
+  test(`Root resolves symlinks inside the root (${r.name})`, () =>
     withRoot(r.forceFallback, (root, sb) => {
       root.mkdir("etc", 0o755);
       root.symlink("/etc", "abs");
@@ -114,7 +119,7 @@ for (const r of RESOLVERS) {
       assert.ok(Deno.statSync(join(sb.dest, sb.victim, "sub")).isDirectory);
     }));
 
-  Deno.test(`Root reports ELOOP for symlink loops and ENOTDIR through files (${r.name})`, () =>
+  test(`Root reports ELOOP for symlink loops and ENOTDIR through files (${r.name})`, () =>
     withRoot(r.forceFallback, (root) => {
       root.symlink("loop2", "loop1");
       root.symlink("/loop1", "loop2");
@@ -133,7 +138,7 @@ for (const r of RESOLVERS) {
       assert.match((e as Error).message, /missing\/x/);
     }));
 
-  Deno.test(`Root never follows a final symlink (${r.name})`, () =>
+  test(`Root never follows a final symlink (${r.name})`, () =>
     withRoot(r.forceFallback, (root, sb) => {
       // A symlink whose target, if followed by the host, is the victim's file.
       const hello = join(sb.victim, "hello");
@@ -165,7 +170,7 @@ for (const r of RESOLVERS) {
       assert.equal(root.exists("out"), false);
     }));
 
-  Deno.test(`Root.removeAll removes trees without following symlinks (${r.name})`, () =>
+  test(`Root.removeAll removes trees without following symlinks (${r.name})`, () =>
     withRoot(r.forceFallback, (root, sb) => {
       root.mkdirAll("t/a/b/c", 0o755);
       root.symlink(sb.victim, "t/a/tovictim");
@@ -181,7 +186,7 @@ for (const r of RESOLVERS) {
       assert.equal(errnoOf(catchErr(() => root.rmdir("nothere"))), Errno.ENOENT);
     }));
 
-  Deno.test(`Root.prune keeps what the predicate keeps, recursively (${r.name})`, () =>
+  test(`Root.prune keeps what the predicate keeps, recursively (${r.name})`, () =>
     withRoot(r.forceFallback, (root) => {
       root.mkdirAll("d/keep/sub", 0o755);
       root.mkdirAll("d/drop/sub", 0o755);
@@ -205,7 +210,7 @@ for (const r of RESOLVERS) {
       assert.deepEqual([...Deno.readDirSync(root.path)].map((e) => e.name), ["d"]);
     }));
 
-  Deno.test(`Root drops cached directories when names change (${r.name})`, () =>
+  test(`Root drops cached directories when names change (${r.name})`, () =>
     withRoot(r.forceFallback, (root) => {
       root.mkdir("a", 0o755);
       root.mkdir("b", 0o755);
@@ -225,7 +230,7 @@ for (const r of RESOLVERS) {
       assert.equal([...Deno.readDirSync(join(root.path, "many"))].length, 40);
     }));
 
-  Deno.test(`Root.mkdirAll reports each directory it creates (${r.name})`, () =>
+  test(`Root.mkdirAll reports each directory it creates (${r.name})`, () =>
     withRoot(r.forceFallback, (root) => {
       const created: string[] = [];
       root.mkdir("x", 0o755);
@@ -237,7 +242,7 @@ for (const r of RESOLVERS) {
       assert.notEqual(catchErr(() => root.mkdirAll("x/file/sub", 0o755)), null);
     }));
 
-  Deno.test(`Root metadata operations on the root itself (${r.name})`, () =>
+  test(`Root metadata operations on the root itself (${r.name})`, () =>
     withRoot(r.forceFallback, (root) => {
       root.chmod("/", 0o711);
       root.lchown("..", 7, 8);
