@@ -159,7 +159,10 @@ export class TarParser {
   /** Body bytes left (Body state), or padding bytes left (Padding state). */
   #left = 0;
   #padAfter = 0;
-  #entryName: string | undefined = undefined;
+  /** The current entry's name, decoded only when an error reports it. */
+  #entryName: Uint8Array | undefined = undefined;
+  /** Decodes header blocks, reusing buffers and owner names across entries. */
+  #fields = new HeaderFields();
   // Pseudo-file collection (Meta state).
   #metaType = 0;
   #meta: Uint8Array = EMPTY;
@@ -218,7 +221,7 @@ export class TarParser {
     this.#failure = new TarFormatError(
       `unexpected end of tar ${where}`,
       this.#base,
-      s === State.Body || s === State.Padding ? this.#entryName : undefined,
+      s === State.Body || s === State.Padding ? entryText(this.#entryName) : undefined,
     );
     throw this.#failure;
   }
@@ -302,8 +305,8 @@ export class TarParser {
     if (this.#state === State.SecondZero) {
       throw new TarFormatError("invalid tar header: zero block followed by data", offset);
     }
-    const raw = parseBlock(b, at, offset);
-    const type = raw.type;
+    const h = this.#fields.parse(b, at, offset);
+    const type = h.type;
     if (
       type === TarType.PAX || type === TarType.PAX_GLOBAL ||
       type === TarType.GNU_LONGNAME || type === TarType.GNU_LONGLINK
@@ -311,25 +314,25 @@ export class TarParser {
       const what = type === TarType.PAX || type === TarType.PAX_GLOBAL
         ? "PAX header"
         : "GNU long name";
-      if (raw.size < 0) {
+      if (h.size < 0) {
         throw new TarFormatError(`invalid tar header: negative ${what} size`, offset);
       }
-      if (raw.size > MAX_SPECIAL_FILE) {
+      if (h.size > MAX_SPECIAL_FILE) {
         throw new TarFormatError(
-          `invalid tar header: ${what} of ${raw.size} bytes exceeds the 1 MiB limit`,
+          `invalid tar header: ${what} of ${h.size} bytes exceeds the 1 MiB limit`,
           offset,
         );
       }
       this.#entryName = undefined;
       this.#metaType = type;
-      this.#meta = new Uint8Array(raw.size);
+      this.#meta = new Uint8Array(h.size);
       this.#metaFill = 0;
-      this.#padAfter = pad(raw.size);
+      this.#padAfter = pad(h.size);
       this.#state = State.Meta;
-      if (raw.size === 0) this.#onMeta();
+      if (h.size === 0) this.#onMeta();
       return;
     }
-    this.#onEntry(raw, offset);
+    this.#onEntry(h, offset);
   }
 
   /** A PAX or GNU long-name body is complete. */
@@ -344,32 +347,30 @@ export class TarParser {
       case TarType.PAX_GLOBAL: {
         // Validated like Go does, then dropped with whatever was pending.
         const global = parsePaxRecords(data, offset);
-        applyPax(blankHeader(), global, offset);
+        applyPax(blankHeader(), global, offset, this.#fields);
         this.#pax = null;
         this.#longName = null;
         this.#longLink = null;
         break;
       }
       case TarType.GNU_LONGNAME:
-        this.#longName = cString(data, 0, data.length);
+        this.#longName = data.subarray(0, fieldEnd(data, 0, data.length));
         break;
       case TarType.GNU_LONGLINK:
-        this.#longLink = cString(data, 0, data.length);
+        this.#longLink = data.subarray(0, fieldEnd(data, 0, data.length));
         break;
     }
     this.#meta = EMPTY;
     this.#afterBody(this.#padAfter);
   }
 
-  #onEntry(raw: RawHeader, offset: number): void {
-    const h = raw.header;
+  #onEntry(h: TarHeader, offset: number): void {
     this.#entryName = undefined;
-    if (this.#pax) applyPax(h, this.#pax, this.#paxOffset);
+    if (this.#pax) applyPax(h, this.#pax, this.#paxOffset, this.#fields);
     // Go ignores empty long names.
     if (this.#longName && this.#longName.length > 0) h.name = this.#longName;
     if (this.#longLink && this.#longLink.length > 0) h.linkname = this.#longLink;
     this.#pax = this.#longName = this.#longLink = null;
-    const entryName = nameText(h.name);
     if (h.type === 0) {
       const n = h.name;
       h.type = n.length > 0 && n[n.length - 1] === SLASH ? TarType.DIR : TarType.REG;
@@ -378,14 +379,18 @@ export class TarParser {
       throw new TarFormatError(
         "sparse entries are not supported (GNU typeflag 'S')",
         offset,
-        entryName,
+        nameText(h.name),
       );
     }
     const size = isHeaderOnly(h.type) ? 0 : h.size;
     if (size < 0) {
-      throw new TarFormatError(`invalid tar header: negative size ${size}`, offset, entryName);
+      throw new TarFormatError(
+        `invalid tar header: negative size ${size}`,
+        offset,
+        nameText(h.name),
+      );
     }
-    this.#entryName = entryName;
+    this.#entryName = h.name;
     this.#sink.entry(h);
     if (size === 0) {
       this.#sink.end();
@@ -437,10 +442,9 @@ export async function readTar(
 
 const EMPTY: Uint8Array = new Uint8Array(0);
 
-interface RawHeader {
-  type: number;
-  size: number;
-  header: TarHeader;
+/** An entry name for an error message (undefined when there is none). */
+function entryText(name: Uint8Array | undefined): string | undefined {
+  return name === undefined ? undefined : nameText(name);
 }
 
 function blankHeader(): TarHeader {
@@ -461,74 +465,151 @@ function blankHeader(): TarHeader {
   };
 }
 
-/** Go's `readHeader` after the zero-block test: checksum, format, fields. */
-function parseBlock(b: Uint8Array, at: number, offset: number): RawHeader {
-  const sum = parseOctal(b, at + CHKSUM, 8);
-  if (Number.isNaN(sum) || !checksumMatches(b, at, sum)) {
-    throw new TarFormatError("invalid tar header: checksum mismatch or not a tar header", offset);
-  }
-  const format = detectFormat(b, at);
-  const bad = (field: string): never => {
-    throw new TarFormatError(`invalid tar header: malformed ${field} field`, offset);
-  };
-  const num = (off: number, len: number, field: string): number => {
-    const v = parseNumeric(b, at + off, len);
-    return Number.isNaN(v) ? bad(field) : v;
-  };
-  const type = b[at + TYPEFLAG];
-  let name = cString(b, at + NAME, NAME_LEN);
-  const h: TarHeader = {
-    name,
-    linkname: cString(b, at + LINKNAME, LINKNAME_LEN),
-    type,
-    size: num(SIZE, 12, "size"),
-    mode: num(MODE, 8, "mode"),
-    uid: num(UID, 8, "uid"),
-    gid: num(GID, 8, "gid"),
-    mtimeSec: num(MTIME, 12, "mtime"),
-    mtimeNsec: 0,
-    uname: "",
-    gname: "",
-    devmajor: 0,
-    devminor: 0,
-  };
-  if (format !== Format.V7) {
-    h.uname = text(cString(b, at + UNAME, OWNER_LEN));
-    h.gname = text(cString(b, at + GNAME, OWNER_LEN));
-    h.devmajor = num(DEVMAJOR, 8, "devmajor");
-    h.devminor = num(DEVMINOR, 8, "devminor");
-    let prefix: Uint8Array = EMPTY;
-    if (format === Format.USTAR) {
-      prefix = cString(b, at + PREFIX, PREFIX_LEN);
-    } else if (format === Format.STAR) {
-      prefix = cString(b, at + PREFIX, STAR_PREFIX_LEN);
-      h.atimeSec = num(STAR_ATIME, 12, "atime");
-      h.atimeNsec = 0;
-      // ctime (at 488) is parsed for validity only.
-      num(STAR_ATIME + 12, 12, "ctime");
+/** Slab size for the name bytes of headers; longer pieces get their own buffer. */
+const SLAB = 8192;
+const SLAB_PIECE_MAX = 1024;
+
+/**
+ * Go's `readHeader` after the zero-block test (checksum, format, fields),
+ * allocating little per header: the bytes kept from a block (name, link
+ * name, PAX values) are copied into views of a shared slab instead of one
+ * buffer each, and an owner name whose bytes repeat the previous header's
+ * reuses its string.
+ */
+class HeaderFields {
+  #slab: Uint8Array = EMPTY;
+  #slabUsed = 0;
+  #uname = new OwnerName();
+  #gname = new OwnerName();
+
+  /** A copy of `b[start..end)` that the caller owns (it shares a slab, never its bytes). */
+  copy(b: Uint8Array, start: number, end: number): Uint8Array {
+    const n = end - start;
+    if (n === 0) return EMPTY;
+    const out = this.#alloc(n);
+    if (n <= 32) {
+      for (let i = 0; i < n; i++) out[i] = b[start + i];
     } else {
-      // GNU: atime/ctime where ustar has its prefix. Files from Go before 1.8
-      // put a prefix there; Go falls back to that when the times do not parse.
-      const atime = b[at + GNU_ATIME] !== 0 ? parseNumeric(b, at + GNU_ATIME, 12) : 0;
-      const ctime = b[at + GNU_ATIME + 12] !== 0 ? parseNumeric(b, at + GNU_ATIME + 12, 12) : 0;
-      if (Number.isNaN(atime) || Number.isNaN(ctime)) {
-        const p = cString(b, at + PREFIX, PREFIX_LEN);
-        if (isAscii(p)) prefix = p;
-      } else if (b[at + GNU_ATIME] !== 0) {
-        h.atimeSec = atime;
+      out.set(b.subarray(start, end));
+    }
+    return out;
+  }
+
+  #alloc(n: number): Uint8Array {
+    if (n > SLAB_PIECE_MAX) return new Uint8Array(n);
+    if (this.#slabUsed + n > this.#slab.length) {
+      this.#slab = new Uint8Array(SLAB);
+      this.#slabUsed = 0;
+    }
+    const at = this.#slabUsed;
+    this.#slabUsed = at + n;
+    return this.#slab.subarray(at, at + n);
+  }
+
+  /** `prefix + "/" + name` for the ranges `b[ps..pe)` and `b[ns..ne)`. */
+  #joined(b: Uint8Array, ps: number, pe: number, ns: number, ne: number): Uint8Array {
+    const pn = pe - ps;
+    const out = this.#alloc(pn + 1 + ne - ns);
+    out.set(b.subarray(ps, pe), 0);
+    out[pn] = SLASH;
+    out.set(b.subarray(ns, ne), pn + 1);
+    return out;
+  }
+
+  /** The header in the block `b[at..at+512]`, at stream offset `offset`. */
+  parse(b: Uint8Array, at: number, offset: number): TarHeader {
+    const sum = parseOctal(b, at + CHKSUM, 8);
+    if (Number.isNaN(sum) || !checksumMatches(b, at, sum)) {
+      throw new TarFormatError(
+        "invalid tar header: checksum mismatch or not a tar header",
+        offset,
+      );
+    }
+    const format = detectFormat(b, at);
+    const nameEnd = fieldEnd(b, at + NAME, NAME_LEN);
+    const h: TarHeader = {
+      name: EMPTY,
+      linkname: this.copy(b, at + LINKNAME, fieldEnd(b, at + LINKNAME, LINKNAME_LEN)),
+      type: b[at + TYPEFLAG],
+      size: numField(b, at + SIZE, 12, "size", offset),
+      mode: numField(b, at + MODE, 8, "mode", offset),
+      uid: numField(b, at + UID, 8, "uid", offset),
+      gid: numField(b, at + GID, 8, "gid", offset),
+      mtimeSec: numField(b, at + MTIME, 12, "mtime", offset),
+      mtimeNsec: 0,
+      uname: "",
+      gname: "",
+      devmajor: 0,
+      devminor: 0,
+    };
+    let prefixEnd = at + PREFIX;
+    if (format !== Format.V7) {
+      h.uname = this.#uname.read(b, at + UNAME);
+      h.gname = this.#gname.read(b, at + GNAME);
+      h.devmajor = numField(b, at + DEVMAJOR, 8, "devmajor", offset);
+      h.devminor = numField(b, at + DEVMINOR, 8, "devminor", offset);
+      if (format === Format.USTAR) {
+        prefixEnd = fieldEnd(b, at + PREFIX, PREFIX_LEN);
+      } else if (format === Format.STAR) {
+        prefixEnd = fieldEnd(b, at + PREFIX, STAR_PREFIX_LEN);
+        h.atimeSec = numField(b, at + STAR_ATIME, 12, "atime", offset);
         h.atimeNsec = 0;
+        // ctime (at 488) is parsed for validity only.
+        numField(b, at + STAR_ATIME + 12, 12, "ctime", offset);
+      } else {
+        // GNU: atime/ctime where ustar has its prefix. Files from Go before 1.8
+        // put a prefix there; Go falls back to that when the times do not parse.
+        const atime = b[at + GNU_ATIME] !== 0 ? parseNumeric(b, at + GNU_ATIME, 12) : 0;
+        const ctime = b[at + GNU_ATIME + 12] !== 0 ? parseNumeric(b, at + GNU_ATIME + 12, 12) : 0;
+        if (Number.isNaN(atime) || Number.isNaN(ctime)) {
+          const end = fieldEnd(b, at + PREFIX, PREFIX_LEN);
+          if (isAscii(b, at + PREFIX, end)) prefixEnd = end;
+        } else if (b[at + GNU_ATIME] !== 0) {
+          h.atimeSec = atime;
+          h.atimeNsec = 0;
+        }
       }
     }
-    if (prefix.length > 0) {
-      const joined = new Uint8Array(prefix.length + 1 + name.length);
-      joined.set(prefix, 0);
-      joined[prefix.length] = SLASH;
-      joined.set(name, prefix.length + 1);
-      name = joined;
-      h.name = name;
-    }
+    h.name = prefixEnd > at + PREFIX
+      ? this.#joined(b, at + PREFIX, prefixEnd, at + NAME, nameEnd)
+      : this.copy(b, at + NAME, nameEnd);
+    return h;
   }
-  return { type, size: h.size, header: h };
+}
+
+/**
+ * An owner name field (`uname` or `gname`) as text, remembering the last
+ * one: archives mostly repeat the same few names, so the common case is a
+ * byte comparison instead of a decode.
+ */
+class OwnerName {
+  #bytes = new Uint8Array(OWNER_LEN);
+  #len = 0;
+  #text = "";
+
+  read(b: Uint8Array, off: number): string {
+    const end = fieldEnd(b, off, OWNER_LEN);
+    const n = end - off;
+    const last = this.#bytes;
+    if (n === this.#len) {
+      let i = 0;
+      while (i < n && b[off + i] === last[i]) i++;
+      if (i === n) return this.#text;
+    }
+    for (let i = 0; i < n; i++) last[i] = b[off + i];
+    this.#len = n;
+    this.#text = text(b.subarray(off, end));
+    return this.#text;
+  }
+}
+
+/** A numeric header field; a malformed one is an invalid header. */
+function numField(b: Uint8Array, off: number, len: number, field: string, offset: number): number {
+  const v = parseNumeric(b, off, len);
+  if (Number.isNaN(v)) {
+    throw new TarFormatError(`invalid tar header: malformed ${field} field`, offset);
+  }
+  return v;
 }
 
 function detectFormat(b: Uint8Array, at: number): Format {
@@ -549,15 +630,27 @@ function detectFormat(b: Uint8Array, at: number): Format {
   return Format.V7;
 }
 
+/**
+ * Whether `want` is the unsigned or the signed byte sum of the block, with
+ * the checksum field counted as spaces. Each byte >= 0x80 counts 256 less
+ * in the signed sum, so one pass gives both: the sum and that count.
+ */
 function checksumMatches(b: Uint8Array, at: number, want: number): boolean {
-  let unsigned = 0;
-  let signed = 0;
-  for (let i = at; i < at + BLOCK; i++) {
-    const c = i >= at + CHKSUM && i < at + CHKSUM + 8 ? 0x20 : b[i];
-    unsigned += c;
-    signed += c < 0x80 ? c : c - 256;
+  let sum = 0;
+  let high = 0;
+  const end = at + BLOCK;
+  for (let i = at; i < end; i++) {
+    const c = b[i];
+    sum += c;
+    high += c >> 7;
   }
-  return want === unsigned || want === signed;
+  for (let i = at + CHKSUM; i < at + CHKSUM + 8; i++) {
+    const c = b[i];
+    sum -= c;
+    high -= c >> 7;
+  }
+  const unsigned = sum + 8 * 0x20;
+  return want === unsigned || want === unsigned - 256 * high;
 }
 
 function isZeroBlock(b: Uint8Array, at: number): boolean {
@@ -608,29 +701,35 @@ function parseOctal(b: Uint8Array, off: number, len: number): number {
   return x > Number.MAX_SAFE_INTEGER ? NaN : x;
 }
 
-/** A NUL-terminated field (the whole field when there is no NUL), copied. */
-function cString(b: Uint8Array, off: number, len: number): Uint8Array {
+/** Where the NUL-terminated field at `b[off..off+len)` ends (`off+len` when there is no NUL). */
+function fieldEnd(b: Uint8Array, off: number, len: number): number {
   let end = off;
   const limit = off + len;
   while (end < limit && b[end] !== 0) end++;
-  return end === off ? EMPTY : b.slice(off, end);
+  return end;
 }
 
+/** Short ASCII text is built by hand: cheaper than TextDecoder for a few bytes. */
+const SHORT_TEXT = 12;
+
+/** Bytes as text: UTF-8, with ASCII taken as it is. */
 function text(bytes: Uint8Array): string {
-  if (bytes.length > 64) return utf8.decode(bytes);
-  let ascii = true;
-  for (let i = 0; i < bytes.length; i++) {
-    if (bytes[i] >= 0x80) {
-      ascii = false;
-      break;
+  if (bytes.length <= SHORT_TEXT) {
+    let s = "";
+    for (let i = 0; i < bytes.length; i++) {
+      const c = bytes[i];
+      if (c >= 0x80) return utf8.decode(bytes);
+      s += String.fromCharCode(c);
     }
+    return s;
   }
-  return ascii ? String.fromCharCode(...bytes) : utf8.decode(bytes);
+  return utf8.decode(bytes);
 }
 
-function isAscii(s: Uint8Array): boolean {
-  for (let i = 0; i < s.length; i++) {
-    if (s[i] === 0 || s[i] >= 0x80) return false;
+/** Whether `b[start..end)` is ASCII without NULs. */
+function isAscii(b: Uint8Array, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) {
+    if (b[i] === 0 || b[i] >= 0x80) return false;
   }
   return true;
 }
@@ -691,7 +790,12 @@ function parsePaxRecords(data: Uint8Array, offset: number): Map<string, Uint8Arr
 const XATTR_PREFIX = "SCHILY.xattr.";
 
 /** Go's `mergePAX`, with GNU sparse records refused. */
-function applyPax(h: TarHeader, records: Map<string, Uint8Array>, offset: number): void {
+function applyPax(
+  h: TarHeader,
+  records: Map<string, Uint8Array>,
+  offset: number,
+  fields: HeaderFields,
+): void {
   const fail = (key: string): never => {
     throw new TarFormatError(`invalid PAX record: bad value for ${JSON.stringify(key)}`, offset);
   };
@@ -707,10 +811,10 @@ function applyPax(h: TarHeader, records: Map<string, Uint8Array>, offset: number
     if (value.length === 0) continue; // keep the header block's value, as Go does
     switch (key) {
       case "path":
-        h.name = value.slice();
+        h.name = fields.copy(value, 0, value.length);
         break;
       case "linkpath":
-        h.linkname = value.slice();
+        h.linkname = fields.copy(value, 0, value.length);
         break;
       case "uname":
         h.uname = text(value);
@@ -745,7 +849,7 @@ function applyPax(h: TarHeader, records: Map<string, Uint8Array>, offset: number
       default:
         if (key.startsWith(XATTR_PREFIX)) {
           h.xattrs ??= new Map();
-          h.xattrs.set(key.slice(XATTR_PREFIX.length), value.slice());
+          h.xattrs.set(key.slice(XATTR_PREFIX.length), fields.copy(value, 0, value.length));
         }
     }
   }
