@@ -158,3 +158,25 @@ Deno.test("xattrs set and read back as bytes; a missing one is null", async () =
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("fchown and futimens act on an open file", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const fd = libc.openat(AT.FDCWD, `${dir}/f`, O.WRONLY | O.CREAT | O.EXCL, 0o600);
+    try {
+      libc.fchown!(fd, 1234, 5678);
+      libc.futimens!(fd, 10, 20, 1_600_000_000, 999_999_999);
+    } finally {
+      libc.close(fd);
+    }
+    const st = libc.fstatat(AT.FDCWD, `${dir}/f`, AT.SYMLINK_NOFOLLOW);
+    assert.equal(st.uid, 1234);
+    assert.equal(st.gid, 5678);
+    assert.equal(st.mtimeSec, 1_600_000_000);
+    assert.equal(st.mtimeNsec, 999_999_999);
+    assert.equal(st.atimeSec, 10);
+    assert.equal(st.atimeNsec, 20);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -478,7 +478,11 @@ export class EntryWriter {
 
   #fileMeta(fd: number, h: TarHeader): void {
     const libc = this.#libc;
-    if (this.#needChown) libc.fchownat(fd, "", this.#uid, this.#gid, AT.EMPTY_PATH);
+    if (this.#needChown) {
+      // fchown on the open fd skips the empty-path lookup of fchownat (a double may lack it).
+      if (libc.fchown) libc.fchown(fd, this.#uid, this.#gid);
+      else libc.fchownat(fd, "", this.#uid, this.#gid, AT.EMPTY_PATH);
+    }
     if (h.xattrs) {
       for (const [name, value] of h.xattrs) {
         this.#xattr(() => libc.fsetxattr(fd, name, value));
@@ -486,7 +490,8 @@ export class EntryWriter {
     }
     if (this.#needChmod) libc.fchmod(fd, h.mode & PERM);
     const t = entryTimes(h, true);
-    libc.utimensat(fd, "", t.aSec, t.aNsec, t.mSec, t.mNsec, AT.EMPTY_PATH);
+    if (libc.futimens) libc.futimens(fd, t.aSec, t.aNsec, t.mSec, t.mNsec);
+    else libc.utimensat(fd, "", t.aSec, t.aNsec, t.mSec, t.mNsec, AT.EMPTY_PATH);
   }
 
   #otherMeta(h: TarHeader, path: Uint8Array): void {
