@@ -14,6 +14,7 @@ import type { LayerArchive, UnionDriver } from "./union.ts";
 import { NaiveDiff } from "./naive.ts";
 import { tarDirectory } from "./archive/tar_dir.ts";
 import { untar } from "./archive/untar.ts";
+import { newExtractStats } from "./archive/extract.ts";
 import { applyLayer } from "./archive/apply_layer.ts";
 import { layerChanges } from "./archive/changes.ts";
 import { directorySize } from "./archive/size.ts";
@@ -62,6 +63,11 @@ function naive(driver: UnionDriver): NaiveDiff {
     gidMaps: driver.gidMaps,
     libc: driver.libc,
   });
+}
+
+function isEmptyDir(dir: string): boolean {
+  for (const _ of Deno.readDirSync(dir)) return false;
+  return true;
 }
 
 /** A stream of an open fd's content; the fd is closed at the end or on cancel. */
@@ -125,7 +131,16 @@ export const layerArchive: LayerArchive = {
     const dir = driver.diffDir(id);
     return await driver.withLayerLock(id, async () => {
       await driver.store.markIncomplete(id, APPLYING);
-      const common = { uidMaps: driver.uidMaps, gidMaps: driver.gidMaps, libc: driver.libc };
+      // Into an empty layer (the usual case) the size is counted while extracting;
+      // otherwise, or when the tar replaced something, the seed's walk decides.
+      const wasEmpty = isEmptyDir(dir);
+      const stats = newExtractStats();
+      const common = {
+        uidMaps: driver.uidMaps,
+        gidMaps: driver.gidMaps,
+        libc: driver.libc,
+        stats,
+      };
       if (driver.whiteoutFormat === "aufs") {
         // aufs keeps whiteouts on disk exactly as the tar has them.
         await untar(tar, dir, common);
@@ -139,7 +154,7 @@ export const layerArchive: LayerArchive = {
         driver.libc.close(fd);
       }
       await driver.store.clearIncomplete(id);
-      return directorySize(dir, driver.libc);
+      return wasEmpty && !stats.replaced ? stats.createdSize : directorySize(dir, driver.libc);
     });
   },
 

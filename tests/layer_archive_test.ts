@@ -149,3 +149,53 @@ Deno.test("create with an incomplete reason keeps the mark until an applyDiff fi
     assert.deepEqual(await d.store.incomplete(), []);
   });
 });
+
+Deno.test("applyDiff's size counted while extracting equals a walk of the layer, also for odd tars", async () => {
+  const { directorySize } = await import("../lib/archive/size.ts");
+  const { encodeHeader, END_OF_ARCHIVE, padding } = await import("../lib/archive/tar_writer.ts");
+  const { makeHeader, TarType } = await import("../lib/archive/tar_header.ts");
+  await withOverlay(async (d) => {
+    // A tree with files of many sizes, symlinks (short and long targets), hard links, a FIFO.
+    await d.create("src", "");
+    const src = d.diffDir("src");
+    let seed = 7;
+    const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    for (let i = 0; i < 60; i++) {
+      const dir = join(src, `d${i % 7}`);
+      await Deno.mkdir(dir, { recursive: true });
+      await Deno.writeFile(join(dir, `f${i}`), new Uint8Array(rnd(5000)));
+      if (i % 5 === 0) await Deno.symlink("x".repeat(1 + rnd(300)), join(dir, `l${i}`));
+      if (i % 9 === 0) await Deno.link(join(dir, `f${i}`), join(src, `hard${i}`));
+    }
+    await new Deno.Command("mkfifo", { args: [join(src, "fifo")] }).output();
+    await d.create("dst", "");
+    const size = await d.applyDiff("dst", "", await d.diff("src", ""));
+    assert.equal(size, directorySize(d.diffDir("dst")));
+    assert.equal(size, directorySize(src));
+
+    // A tar that writes one name twice: the count cannot know, the walk must decide.
+    const body = new Uint8Array(100);
+    const twice = ReadableStream.from<Uint8Array>([
+      encodeHeader(makeHeader({ name: "a", size: 100, mode: 0o644 })),
+      body,
+      new Uint8Array(padding(100)),
+      encodeHeader(makeHeader({ name: "a", size: 30, mode: 0o644 })),
+      body.subarray(0, 30),
+      new Uint8Array(padding(30)),
+      encodeHeader(makeHeader({ name: "s", type: TarType.SYMLINK, linkname: "abc" })),
+      END_OF_ARCHIVE,
+    ]);
+    await d.create("dup", "");
+    assert.equal(await d.applyDiff("dup", "", twice), 33);
+    // Into a layer that already holds files, the walk counts them too.
+    await d.create("full", "");
+    await Deno.writeFile(join(d.diffDir("full"), "old"), new Uint8Array(11));
+    const one = ReadableStream.from<Uint8Array>([
+      encodeHeader(makeHeader({ name: "b", size: 5, mode: 0o644 })),
+      new Uint8Array(5),
+      new Uint8Array(padding(5)),
+      END_OF_ARCHIVE,
+    ]);
+    assert.equal(await d.applyDiff("full", "", one), 16);
+  });
+});

@@ -253,6 +253,7 @@ class ApplyLayerSink implements ExtractSink {
       }
       const unpacked = this.#unpacked;
       try {
+        this.#w.stats.replaced = true;
         root.prune(dir, (p) => unpacked.has(byteKey(p)));
       } catch (e) {
         // An opaque marker in a symlink is a no-op, as Go's WalkDir never enters one.
@@ -271,6 +272,7 @@ class ApplyLayerSink implements ExtractSink {
       throw new InvalidArchiveError(entry, "whiteout of the root");
     }
     if (!this.#overlay) {
+      this.#w.stats.replaced = true;
       root.removeAll(target);
       return;
     }

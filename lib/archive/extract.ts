@@ -51,6 +51,38 @@ export interface UntarOptions {
   onProgress?: (bytes: number, entries: number) => void;
   /** syncfs(2) the destination's filesystem once at the end. */
   sync?: boolean;
+  /**
+   * Filled in as the extraction goes (an out-parameter): what it created, so a
+   * caller that extracted into an empty directory can know the directory's
+   * size without walking it again.
+   */
+  stats?: ExtractStats;
+}
+
+/**
+ * What an extraction created. `createdSize` is what `directorySize` of an
+ * initially empty destination gives afterwards (regular files' and symlinks'
+ * sizes, each inode once) as long as `replaced` is false; once anything was
+ * removed or overwritten, only a walk can tell.
+ */
+export interface ExtractStats {
+  /** Sum of the sizes of the non-directory entries created (hard links add nothing). */
+  createdSize: number;
+  /** Something existing was removed or replaced (a whiteout, a name written twice, ...). */
+  replaced: boolean;
+}
+
+/**
+ * A fresh {@linkcode ExtractStats}.
+ *
+ * @example
+ * ```ts
+ * import { newExtractStats } from "./extract.ts";
+ * console.log(newExtractStats()); // { createdSize: 0, replaced: false }
+ * ```
+ */
+export function newExtractStats(): ExtractStats {
+  return { createdSize: 0, replaced: false };
 }
 
 /**
@@ -285,6 +317,8 @@ export class EntryWriter {
   #aclParent = false;
   /** xattrs the filesystem refused with ENOTSUP (tolerated, as the seed does). */
   ignoredXattrs = 0;
+  /** What this writer created (the caller's `opts.stats`, or its own). */
+  readonly stats: ExtractStats;
 
   /** A writer into `root` with the id maps and flags of `opts`. */
   constructor(root: Root, opts: UntarOptions) {
@@ -297,6 +331,7 @@ export class EntryWriter {
     this.#rootUid = pair.uid;
     this.#rootGid = pair.gid;
     this.#chown = !opts.noLchown;
+    this.stats = opts.stats ?? newExtractStats();
     this.#inUserNS = opts.inUserNS ?? detectUserNS();
     const c = creator();
     this.#umask = c.umask;
@@ -353,6 +388,7 @@ export class EntryWriter {
             const st = this.#root.lstatOrNull(path);
             if (st && (st.mode & S.IFMT) === S.IFDIR) return false;
           }
+          this.stats.replaced = true;
           this.#root.removeAll(path);
           continue;
         }
@@ -414,6 +450,7 @@ export class EntryWriter {
           this.#fd = root.createFile(path, perm & 0o777);
         }, false);
         this.#kind = Kind.File;
+        this.stats.createdSize += h.size;
         this.#fresh(path, true);
         // Made with perm & ~umask; special bits only come with the chmod.
         this.#needChmod = this.#aclParent || (perm & SPECIAL) !== 0 || (perm & this.#umask) !== 0;
@@ -444,6 +481,7 @@ export class EntryWriter {
       }
       case TarType.SYMLINK:
         this.#create(path, () => root.symlink(h.linkname, path), false);
+        this.stats.createdSize += h.linkname.length;
         this.#fresh(path, false);
         break;
       default:
