@@ -7,6 +7,7 @@
  * @module
  */
 
+import { concatBytes } from "../../lib/archive/bytes.ts";
 import { join } from "node:path";
 import { encodeHeader, END_OF_ARCHIVE, padding } from "../../lib/archive/tar_writer.ts";
 import { makeHeader, type TarHeader, TarType } from "../../lib/archive/tar_header.ts";
@@ -72,15 +73,7 @@ export function paxBlock(records: Record<string, string>): Uint8Array {
 
 /** Concatenate byte arrays. */
 export function concat(parts: Uint8Array[]): Uint8Array {
-  let n = 0;
-  for (const p of parts) n += p.length;
-  const out = new Uint8Array(n);
-  let off = 0;
-  for (const p of parts) {
-    out.set(p, off);
-    off += p.length;
-  }
-  return out;
+  return concatBytes(...parts);
 }
 
 /** Encode one entry (its PAX block if any, header, body, padding). */
