@@ -199,3 +199,53 @@ Deno.test("applyDiff's size counted while extracting equals a walk of the layer,
     assert.equal(await d.applyDiff("full", "", one), 16);
   });
 });
+
+Deno.test("a hostile, truncated tar fails applyDiff with an error naming the entry; remove cleans the layer", async () => {
+  const { encodeHeader, padding } = await import("../lib/archive/tar_writer.ts");
+  const { makeHeader, TarType } = await import("../lib/archive/tar_header.ts");
+  const { ExtractError } = await import("../lib/archive/extract.ts");
+  await withOverlay(async (d, dir) => {
+    const victim = join(dir, "victim");
+    await Deno.mkdir(victim);
+    await Deno.writeTextFile(join(victim, "hello"), "hello");
+    const body = new TextEncoder().encode("pwned");
+    const tar = ReadableStream.from<Uint8Array>([
+      // a symlink climbing out of the layer and a write through it (the link resolves inside
+      // the layer, where no victim/ exists: ENOENT, as in the seed's chroot), then a cut body
+      encodeHeader(makeHeader({ name: "esc", type: TarType.SYMLINK, linkname: "../../../victim" })),
+      encodeHeader(makeHeader({ name: "esc/hello", size: body.length, mode: 0o644 })),
+      body,
+      new Uint8Array(padding(body.length)),
+      encodeHeader(makeHeader({ name: "cut", size: 4096, mode: 0o644 })),
+      new Uint8Array(100),
+    ]);
+    await d.create("bad", "");
+    await assert.rejects(d.applyDiff("bad", "", tar), (e: unknown) => {
+      assert.ok(e instanceof ExtractError);
+      assert.match((e as Error).message, /entry "esc\/hello": openat2 esc: .*ENOENT/);
+      return true;
+    });
+    assert.equal(
+      await Deno.readTextFile(join(victim, "hello")),
+      "hello",
+      "nothing outside changed",
+    );
+    assert.deepEqual([...Deno.readDirSync(victim)].map((e) => e.name), ["hello"]);
+    assert.deepEqual(await d.store.incomplete(), [{ id: "bad", why: "apply" }]);
+    await d.remove("bad");
+    for (const sub of ["diff", "mnt", "work", "layers", "incomplete"]) {
+      await assert.rejects(Deno.lstat(join(d.root, sub, "bad")), Deno.errors.NotFound, sub);
+    }
+    assert.deepEqual(await d.store.incomplete(), []);
+    // A tar cut inside a body: the error names that entry; remove cleans again.
+    const cut = ReadableStream.from<Uint8Array>([
+      encodeHeader(makeHeader({ name: "ok", size: 0, mode: 0o644 })),
+      encodeHeader(makeHeader({ name: "cut", size: 4096, mode: 0o644 })),
+      new Uint8Array(100),
+    ]);
+    await d.create("bad2", "");
+    await assert.rejects(d.applyDiff("bad2", "", cut), /entry "cut".*unexpected end of tar/);
+    await d.remove("bad2");
+    await assert.rejects(Deno.lstat(d.diffDir("bad2")), Deno.errors.NotFound);
+  });
+});
