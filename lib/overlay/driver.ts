@@ -134,7 +134,7 @@ export class OverlayDriver extends UnionDriver {
     await super.create(id, parent, opts);
     try {
       await this.withLayerLock(id, async () => {
-        if (await this.exists(id)) this.backend.links.ensure(id);
+        if (await this.exists(id)) this.backend.links.claim(id);
       });
     } catch (e) {
       try {

@@ -90,6 +90,8 @@ export class ShortLinks {
   readonly #byId = new Map<string, string>();
   /** Names seen taken (by any entry), as last seen. */
   readonly #used = new Set<string>();
+  /** Whether `l/` was read at least once by this process. */
+  #scanned = false;
 
   /** The links of the driver at `root` (absolute). */
   constructor(libc: Libc, root: string) {
@@ -114,6 +116,22 @@ export class ShortLinks {
    */
   ensure(id: string): string {
     return this.resolve([id])[0];
+  }
+
+  /**
+   * A link for a layer just created (which has none yet): the smallest name
+   * not known to be taken. `l/` is read only on the first call in this
+   * process (so creating n layers costs O(n), not O(n²) readlinks); a name
+   * another process took since is skipped on symlink(2)'s EEXIST, and a name
+   * it freed is simply not reused until the next scan.
+   */
+  claim(id: string): string {
+    if (!this.#scanned) this.#scan();
+    const known = this.#byId.get(id);
+    if (known !== undefined && this.#pointsTo(AT.FDCWD, join(this.dir, known), id)) {
+      return LINK_DIR + "/" + known;
+    }
+    return LINK_DIR + "/" + this.#create(id);
   }
 
   /**
@@ -200,6 +218,7 @@ export class ShortLinks {
 
   /** Read `l/` afresh, rebuilding the caches; name → id. */
   #scan(): Map<string, string | undefined> {
+    this.#scanned = true;
     const out = new Map<string, string | undefined>();
     this.#byId.clear();
     this.#used.clear();
