@@ -4,6 +4,7 @@
  * backend (overlay), each test in its own temp root, unmounted in `finally`.
  */
 
+import { AS_NOBODY, type Ran, runCommand, unprivilegedDeno } from "./support/run.ts";
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
 import { join } from "node:path";
@@ -12,12 +13,7 @@ import config from "../deno.json" with { type: "json" };
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const decoder = new TextDecoder();
 
-interface Run {
-  code: number;
-  stdout: Uint8Array;
-  out: string;
-  err: string;
-}
+type Run = Ran;
 
 interface RunOptions {
   /** Bytes fed to stdin (default: none, stdin closed). */
@@ -26,25 +22,16 @@ interface RunOptions {
   perms?: string[];
 }
 
-async function run(args: string[], opts: RunOptions = {}): Promise<Run> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-prompt", ...(opts.perms ?? ["-A"]), CLI, ...args],
-    stdin: opts.stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(opts.stdin);
-    await w.close();
-  }
-  const res = await child.output();
-  return {
-    code: res.code,
-    stdout: res.stdout,
-    out: decoder.decode(res.stdout),
-    err: decoder.decode(res.stderr),
-  };
+function run(args: string[], opts: RunOptions = {}): Promise<Run> {
+  return runCommand(Deno.execPath(), [
+    "run",
+    "--no-prompt",
+    ...(opts.perms ?? ["-A"]),
+    CLI,
+    ...args,
+  ], {
+    stdin: opts.stdin,
+  });
 }
 
 /** A temp dir with a driver root `<dir>/root`; everything mounted under it is undone after. */
@@ -574,31 +561,19 @@ Deno.test("diff refuses to write a tar to a terminal", async () => {
 Deno.test("not root: a command says so and touches nothing", async () => {
   const dir = await Deno.makeTempDir({ prefix: "strata-cli-test-" });
   try {
-    // The deno binary may sit where an unprivileged user cannot reach it: use a copy.
-    const deno = join(dir, "deno");
-    await Deno.copyFile(Deno.execPath(), deno);
-    await Deno.chmod(dir, 0o755);
-    await Deno.mkdir(join(dir, "deno-dir"), { mode: 0o777 });
-    await Deno.chmod(join(dir, "deno-dir"), 0o777);
+    const { deno, env } = await unprivilegedDeno(dir);
     const root = join(dir, "root");
-    const r = await new Deno.Command("setpriv", {
-      args: [
-        "--reuid=65534",
-        "--regid=65534",
-        "--clear-groups",
-        deno,
-        "run",
-        "-A",
-        CLI,
-        "--root",
-        root,
-        "status",
-      ],
-      env: { DENO_DIR: join(dir, "deno-dir"), HOME: dir },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const err = decoder.decode(r.stderr).trim();
+    const r = await runCommand("setpriv", [
+      ...AS_NOBODY,
+      deno,
+      "run",
+      "-A",
+      CLI,
+      "--root",
+      root,
+      "status",
+    ], { env });
+    const err = r.err.trim();
     assert.equal(r.code, 1, err);
     assert.match(err, /^strata: not root: status must run as root \(effective uid is 65534\)/);
     await assert.rejects(Deno.lstat(root), Deno.errors.NotFound);

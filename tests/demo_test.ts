@@ -3,6 +3,7 @@
  * non-root user. Each run must leave no temp root and no mount behind.
  */
 
+import { AS_NOBODY, runCommand, unprivilegedDeno } from "./support/run.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 
@@ -77,21 +78,9 @@ Deno.test("an interrupted demo (SIGINT) cleans up and exits 130", async () => {
 Deno.test("the demo as a non-root user says so and touches nothing", async () => {
   const dir = await Deno.makeTempDir({ prefix: "strata-demo-test-" });
   try {
-    const deno = join(dir, "deno");
-    await Deno.copyFile(Deno.execPath(), deno);
-    await Deno.chmod(dir, 0o755);
-    await Deno.mkdir(join(dir, "deno-dir"), { mode: 0o777 });
-    await Deno.chmod(join(dir, "deno-dir"), 0o777);
-    const tmp = join(dir, "tmp");
-    await Deno.mkdir(tmp, { mode: 0o777 });
-    await Deno.chmod(tmp, 0o777);
-    const r = await new Deno.Command("setpriv", {
-      args: ["--reuid=65534", "--regid=65534", "--clear-groups", deno, "run", "-A", DEMO],
-      env: { DENO_DIR: join(dir, "deno-dir"), HOME: dir, TMPDIR: tmp },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const err = decoder.decode(r.stderr);
+    const { deno, env, tmp } = await unprivilegedDeno(dir);
+    const r = await runCommand("setpriv", [...AS_NOBODY, deno, "run", "-A", DEMO], { env });
+    const err = r.err;
     assert.equal(r.code, 1, err);
     assert.match(err, /must run as root \(effective uid 65534\).*Nothing was touched/);
     assert.deepEqual(await Array.fromAsync(Deno.readDir(tmp)), [], "no temp dir made");

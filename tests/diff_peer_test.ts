@@ -7,6 +7,7 @@
  * so in one line; the GNU tar checks need only GNU tar and mktree.sh.
  */
 
+import { runCommand } from "./support/run.ts";
 import assert from "node:assert/strict";
 import { changesDirs, layerChanges } from "../lib/archive/changes.ts";
 import { exportChanges } from "../lib/archive/export.ts";
@@ -21,32 +22,13 @@ import { MKTREE, PEER, peerAvailable } from "./support/peer.ts";
 const havePeer = peerAvailable();
 const dec = new TextDecoder();
 
-interface Run {
-  code: number;
-  stdout: Uint8Array;
-  stderr: string;
-}
-
-async function run(cmd: string, args: string[], opts: { stdin?: Uint8Array; cwd?: string } = {}) {
-  const child = new Deno.Command(cmd, {
-    args,
-    cwd: opts.cwd,
-    stdin: opts.stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin) {
-    const w = child.stdin.getWriter();
-    await w.write(opts.stdin);
-    await w.close();
-  }
-  const out = await child.output();
-  return { code: out.code, stdout: out.stdout, stderr: dec.decode(out.stderr) } as Run;
+function run(cmd: string, args: string[], opts: { stdin?: Uint8Array; cwd?: string } = {}) {
+  return runCommand(cmd, args, opts);
 }
 
 async function ok(cmd: string, args: string[], opts: { stdin?: Uint8Array; cwd?: string } = {}) {
   const r = await run(cmd, args, opts);
-  assert.equal(r.code, 0, `${cmd} ${args.join(" ")}: ${r.stderr}`);
+  assert.equal(r.code, 0, `${cmd} ${args.join(" ")}: ${r.err}`);
   return r.stdout;
 }
 
@@ -167,7 +149,7 @@ peerTest(
   async (t) => {
     const peer = await run(PEER, ["changes", t.rwFileToDir, t.rootfs]);
     assert.notEqual(peer.code, 0, "Go 1.43 fails on this tree");
-    assert.match(peer.stderr, /not a directory/);
+    assert.match(peer.err, /not a directory/);
     const ours = layerChanges([t.rootfs], t.rwFileToDir);
     // Every lower regular file that is a directory in the layer is a modify, its children adds.
     let replaced = 0;

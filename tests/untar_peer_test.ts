@@ -6,6 +6,7 @@
  * rdev, hard-link groups, xattrs, contents).
  */
 
+import { runCommand } from "./support/run.ts";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { applyLayer } from "../lib/archive/apply_layer.ts";
@@ -18,23 +19,12 @@ if (!available) {
 }
 
 async function sh(cmd: string, args: string[], opts: { stdin?: string; cwd?: string } = {}) {
-  const child = new Deno.Command(cmd, {
-    args,
+  const r = await runCommand(cmd, args, {
     cwd: opts.cwd,
-    stdin: opts.stdin ? "piped" : "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  if (opts.stdin) {
-    const f = await Deno.open(opts.stdin);
-    await f.readable.pipeTo(child.stdin);
-  }
-  const out = await child.output();
-  const text = new TextDecoder().decode(out.stdout);
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  }
-  return text;
+    stdin: opts.stdin ? { file: opts.stdin } : undefined,
+  });
+  if (r.code !== 0) throw new Error(`${cmd} ${args.join(" ")}: ${r.err}`);
+  return r.out;
 }
 
 async function toFile(path: string, cmd: string, args: string[]): Promise<void> {
