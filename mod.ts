@@ -56,6 +56,7 @@ export {
   IncompatibleFsError,
   InvalidLayerIdError,
   LayerError,
+  LayerInUseError,
   LayerNotFoundError,
   NotSupportedError,
 } from "./lib/errors.ts";
@@ -71,6 +72,7 @@ export type {
   FileGetter,
   IDMap,
   MountOpts,
+  RemoveOpts,
 } from "./lib/driver.ts";
 export { validateLayerId } from "./lib/ids.ts";
 export { LayerStore } from "./lib/store.ts";

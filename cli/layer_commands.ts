@@ -5,7 +5,7 @@
  * @module
  */
 
-import { LayerError, LayerNotFoundError } from "../mod.ts";
+import { LayerError, LayerInUseError, LayerNotFoundError } from "../mod.ts";
 import { type Handler, requireLayer, stringFlag } from "./context.ts";
 import { humanBytes, type Result, table } from "./output.ts";
 
@@ -99,30 +99,21 @@ export const rm: Handler = async (ctx) => {
   }
   const children = await ctx.view.children(id);
   const mounts = await ctx.view.mountCount(id);
-  if (!force) {
-    if (children.length > 0) {
-      const names = children.slice(0, 5).join(", ") + (children.length > 5 ? ", ..." : "");
-      throw new LayerError(
-        id,
-        "rm",
-        "",
-        new Error(
-          `refusing: ${children.length} layer(s) build on it (${names}); remove them first or use --force`,
-        ),
-      );
-    }
-    if (mounts > 0) {
-      throw new LayerError(
-        id,
-        "rm",
-        "",
-        new Error(
-          `refusing: it is mounted (${mounts} reference(s)); umount it first or use --force`,
-        ),
-      );
-    }
+  try {
+    // The driver re-checks under the layer's lock, so a concurrent mount cannot slip in.
+    await ctx.driver.remove(id, { ifUnused: !force });
+  } catch (e) {
+    if (!(e instanceof LayerInUseError)) throw e;
+    const hint = e.children.length > 0
+      ? "remove them first or use --force"
+      : "umount it first or use --force";
+    throw new LayerError(
+      id,
+      "rm",
+      "",
+      new Error(`refusing: ${(e.cause as Error).message.replace(/^in use: /, "")}; ${hint}`),
+    );
   }
-  await ctx.driver.remove(id);
   return {
     json: { id, removed: true, orphaned: children, unmounted: mounts },
     text: [],

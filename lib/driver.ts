@@ -35,6 +35,12 @@ export interface CreateOpts {
   incomplete?: string;
 }
 
+/** Options of `remove`. */
+export interface RemoveOpts {
+  /** Refuse to remove a layer that others build on or that is mounted. */
+  ifUnused?: boolean;
+}
+
 /** Options of `get` and of the archive methods. */
 export interface MountOpts {
   /** SELinux label, passed to the mount as `context="<label>"`. */
@@ -97,8 +103,12 @@ export interface Driver {
   create(id: string, parent: string, opts?: CreateOpts): Promise<void>;
   /** Same as create (no read-only distinction in these backends). */
   createReadWrite(id: string, parent: string, opts?: CreateOpts): Promise<void>;
-  /** Unmount and delete layer `id` (idempotent). */
-  remove(id: string): Promise<void>;
+  /**
+   * Unmount and delete layer `id` (idempotent). With `ifUnused`, refuse
+   * (`LayerInUseError`) when other layers build on it or it is mounted,
+   * checked under the layer's lock.
+   */
+  remove(id: string, opts?: RemoveOpts): Promise<void>;
   /** Mount (if needed) and return the path of the layer's root. */
   get(id: string, opts?: MountOpts): Promise<string>;
   /** Release one reference taken by `get`; unmounts on the last. */

@@ -152,3 +152,35 @@ export class LayerError extends Error {
     this.path = path;
   }
 }
+
+/**
+ * A layer was not removed because it is in use: other layers build on it, or
+ * it is mounted. Raised by `remove(id, { ifUnused: true })`, which checks
+ * under the layer's lock, so the check and the removal cannot be separated
+ * by another process's `get`.
+ *
+ * @example
+ * ```ts
+ * import { LayerInUseError } from "./errors.ts";
+ * const e = new LayerInUseError("base", ["child"], 0);
+ * console.log(e.message); // layer "base": remove: in use: 1 layer(s) build on it (child)
+ * ```
+ */
+export class LayerInUseError extends LayerError {
+  /** Layers whose chain names this one. */
+  readonly children: string[];
+  /** Its mount count. */
+  readonly mounts: number;
+  /** `children` build on layer `id`, which has `mounts` references. */
+  constructor(id: string, children: string[], mounts: number) {
+    const why = children.length > 0
+      ? `${children.length} layer(s) build on it (${children.slice(0, 5).join(", ")}${
+        children.length > 5 ? ", ..." : ""
+      })`
+      : `it is mounted (${mounts} reference(s))`;
+    super(id, "remove", "", new Error(`in use: ${why}`));
+    this.name = "LayerInUseError";
+    this.children = children;
+    this.mounts = mounts;
+  }
+}

@@ -25,8 +25,9 @@ import type {
   FileGetter,
   IDMap,
   MountOpts,
+  RemoveOpts,
 } from "./driver.ts";
-import { IncompatibleFsError, LayerError, LayerNotFoundError } from "./errors.ts";
+import { IncompatibleFsError, LayerError, LayerInUseError, LayerNotFoundError } from "./errors.ts";
 import { backingFsName } from "./fsmagic.ts";
 import { layerIdProblem, validateLayerId } from "./ids.ts";
 import { LayerLocks, Mutex } from "./locks.ts";
@@ -540,9 +541,19 @@ export class UnionDriver implements Driver {
    * (and the backend's dirs) are renamed to `*-removing` and deleted. Its
    * mount count and held path are reset. Removing an unknown id succeeds.
    */
-  async remove(id: string): Promise<void> {
+  async remove(id: string, opts?: RemoveOpts): Promise<void> {
     validateLayerId(id);
-    await this.#locks.withLayer(id, () => this.#removeLayer(id));
+    await this.#locks.withLayer(id, async () => {
+      if (opts?.ifUnused) {
+        const children = await this.store.children(id);
+        const chain = children.length > 0 ? [] : await this.store.parents(id).catch(() => []);
+        const mounts = children.length > 0
+          ? 0
+          : await this.#counts.get(id, chain.length === 0 ? null : this.mountDir(id));
+        if (children.length > 0 || mounts > 0) throw new LayerInUseError(id, children, mounts);
+      }
+      await this.#removeLayer(id);
+    });
   }
 
   /**

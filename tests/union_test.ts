@@ -1,7 +1,12 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { MNT, systemLibc } from "../ffi/libc.ts";
-import { IncompatibleFsError, LayerError, NotSupportedError } from "../lib/errors.ts";
+import {
+  IncompatibleFsError,
+  LayerError,
+  LayerInUseError,
+  NotSupportedError,
+} from "../lib/errors.ts";
 import { isMountpoint } from "../lib/mounts.ts";
 import { layerArchive } from "../lib/layer_archive.ts";
 import {
@@ -351,4 +356,28 @@ Deno.test("union: id maps without container root are refused at init", async () 
   } finally {
     await Deno.remove(base, { recursive: true });
   }
+});
+
+Deno.test("union: remove with ifUnused refuses a parent or a mounted layer, under the layer's lock", async () => {
+  await withUnion(async (driver) => {
+    await driver.create("a", "");
+    await driver.create("b", "a");
+    await assert.rejects(driver.remove("a", { ifUnused: true }), (e: unknown) => {
+      assert.ok(e instanceof LayerInUseError);
+      assert.deepEqual(e.children, ["b"]);
+      return true;
+    });
+    await driver.get("b");
+    await assert.rejects(driver.remove("b", { ifUnused: true }), (e: unknown) => {
+      assert.ok(e instanceof LayerInUseError);
+      assert.equal(e.mounts, 1);
+      assert.match(e.message, /mounted \(1 reference/);
+      return true;
+    });
+    assert.equal(await driver.exists("b"), true);
+    await driver.put("b");
+    await driver.remove("b", { ifUnused: true });
+    await driver.remove("a", { ifUnused: true });
+    assert.deepEqual(await driver.listLayers(), []);
+  });
 });
