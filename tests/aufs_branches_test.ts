@@ -1,3 +1,4 @@
+import { mulberry32 } from "./support/rng.ts";
 import assert from "node:assert/strict";
 import {
   aufsBranchCapacity,
@@ -143,17 +144,7 @@ Deno.test("labels are quoted like Go's %q", () => {
 
 // ---- property test ----
 
-/** mulberry32: a small seeded generator, so a failure can be replayed. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 const PATH_CHARS = "abcdef0123456789_-.é日";
 const LABEL_CHARS = 'abcxyz_:,.0123 "\\';

@@ -1,3 +1,4 @@
+import { mulberry32 } from "./support/rng.ts";
 import assert from "node:assert/strict";
 import { makeHeader, nameText, type TarHeader, TarType } from "../lib/archive/tar_header.ts";
 import { readTar, TarFormatError, TarParser, type TarSink } from "../lib/archive/tar_reader.ts";
@@ -52,17 +53,7 @@ function concat(parts: Uint8Array[]): Uint8Array {
   return out;
 }
 
-/** A small deterministic PRNG (mulberry32). */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = mulberry32;
 
 type Chunking = "whole" | "bytes" | "random";
 

@@ -13,6 +13,7 @@
  * @module
  */
 
+import { mulberry32 } from "../../tests/support/rng.ts";
 import { join } from "node:path";
 import { AT, systemLibc } from "../../ffi/libc.ts";
 
@@ -52,20 +53,16 @@ export async function run(cmd: string, args: string[], cwd?: string): Promise<vo
 
 /** A small seeded PRNG (mulberry32): the same seed gives the same sequence everywhere. */
 export class Prng {
-  #s: number;
+  #next: () => number;
 
   /** A generator started from `seed`. */
   constructor(seed: number) {
-    this.#s = seed >>> 0;
+    this.#next = mulberry32(seed);
   }
 
   /** Uniform in [0, 1). */
   next(): number {
-    this.#s = (this.#s + 0x6d2b79f5) >>> 0;
-    let t = this.#s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+    return this.#next();
   }
 
   /** Uniform integer in [0, n). */

@@ -14,6 +14,7 @@
  * @module
  */
 
+import { mulberry32 } from "./rng.ts";
 import { join } from "node:path";
 import { AT, ErrnoError, O, S, systemLibc } from "../../ffi/libc.ts";
 import { applyLayer } from "../../lib/archive/apply_layer.ts";
@@ -34,16 +35,7 @@ import {
 } from "./extract_fixtures.ts";
 
 /** mulberry32: a small seeded PRNG. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export const prng: (seed: number) => () => number = mulberry32;
 
 const COMPONENTS = [
   "a",
