@@ -546,10 +546,8 @@ export class UnionDriver implements Driver {
     await this.#locks.withLayer(id, async () => {
       if (opts?.ifUnused) {
         const children = await this.store.children(id);
-        const chain = children.length > 0 ? [] : await this.store.parents(id).catch(() => []);
-        const mounts = children.length > 0
-          ? 0
-          : await this.#counts.get(id, chain.length === 0 ? null : this.mountDir(id));
+        // An unknown layer has no mounts: remove stays idempotent.
+        const mounts = children.length > 0 ? 0 : await this.mountCount(id).catch(() => 0);
         if (children.length > 0 || mounts > 0) throw new LayerInUseError(id, children, mounts);
       }
       await this.#removeLayer(id);
