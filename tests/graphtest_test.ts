@@ -1,29 +1,21 @@
 /**
  * containers/storage's generic driver conformance suite (drivers/graphtest,
- * seed §8.2), run for real against this kernel's backend (overlay): empty and
+ * seed §8.2), run for real on every backend this kernel has (overlay on the
+ * host; aufs and overlay in the aufs guest, `deno task test:aufs`): empty and
  * base layers, a snapshot of a base seen through the union, diff + apply of
  * many files, and the expected changes of a scripted edit. DeepLayerRead is
- * in overlay_deep_test.ts.
+ * in driver_contract_test.ts (and overlay_deep_test.ts for overlay's deep chains).
  */
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type Change, OverlayDriver } from "../mod.ts";
-import { mountpointsUnder } from "../lib/mounts.ts";
+import type { Change } from "../mod.ts";
+import type { UnionDriver } from "../lib/union.ts";
+import { type BackendName, BACKENDS, backendTest, withBackend } from "./support/backends.ts";
 
-async function withDriver(fn: (d: OverlayDriver) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "storage-graphtest-" });
-  let d: OverlayDriver | undefined;
-  try {
-    d = await OverlayDriver.init(join(dir, "overlay"));
-    await fn(d);
-  } finally {
-    try {
-      await d?.cleanup();
-    } finally {
-      assert.deepEqual(mountpointsUnder(dir), [], "no mount left behind");
-      await Deno.remove(dir, { recursive: true });
-    }
-  }
+type D = UnionDriver;
+
+function withDriver(backend: BackendName, fn: (d: D) => Promise<void>): Promise<void> {
+  return withBackend(backend, fn);
 }
 
 /** 64 deterministic bytes for `seed` (any seeded generator will do, seed §8.2). */
@@ -42,7 +34,7 @@ function randomContent(size: number, seed: number): Uint8Array {
 }
 
 /** `directory-<i>/file-<i+j>`, 100 files a directory, 64 bytes each, mode 0755. */
-async function addManyFiles(d: OverlayDriver, id: string, count: number, seed: number) {
+async function addManyFiles(d: D, id: string, count: number, seed: number) {
   const root = await d.get(id);
   try {
     for (let i = 0; i < count; i += 100) {
@@ -59,7 +51,7 @@ async function addManyFiles(d: OverlayDriver, id: string, count: number, seed: n
   }
 }
 
-async function checkManyFiles(d: OverlayDriver, id: string, count: number, seed: number) {
+async function checkManyFiles(d: D, id: string, count: number, seed: number) {
   const root = await d.get(id);
   try {
     for (let i = 0; i < count; i += 100) {
@@ -74,7 +66,7 @@ async function checkManyFiles(d: OverlayDriver, id: string, count: number, seed:
 }
 
 /** Rewrite, add and delete files in thirds; return the changes this makes. */
-async function changeManyFiles(d: OverlayDriver, id: string, count: number, seed: number) {
+async function changeManyFiles(d: D, id: string, count: number, seed: number) {
   const root = await d.get(id);
   const changes: Change[] = [];
   try {
@@ -117,7 +109,7 @@ async function withUmask<T>(mask: number, fn: () => Promise<T>): Promise<T> {
   }
 }
 
-async function createBase(d: OverlayDriver, id: string) {
+async function createBase(d: D, id: string) {
   await withUmask(0, async () => {
     await d.createReadWrite(id, "");
     const root = await d.get(id);
@@ -135,7 +127,7 @@ async function createBase(d: OverlayDriver, id: string) {
   });
 }
 
-async function verifyBase(d: OverlayDriver, id: string) {
+async function verifyBase(d: D, id: string) {
   const root = await d.get(id);
   try {
     const sub = await Deno.lstat(join(root, "a subdir"));
@@ -156,86 +148,107 @@ async function verifyBase(d: OverlayDriver, id: string) {
   }
 }
 
-Deno.test("graphtest CreateEmpty: an empty layer is a 0755 root-owned empty dir", async () => {
-  await withDriver(async (d) => {
-    await withUmask(0o022, async () => {
-      await d.create("empty", "");
-      assert.equal(await d.exists("empty"), true);
-      const dir = await d.get("empty");
-      try {
-        const st = await Deno.stat(dir);
-        assert.ok(st.isDirectory);
-        assert.equal(st.mode! & 0o7777, 0o755);
-        assert.equal(st.uid, 0);
-        assert.equal(st.gid, 0);
-        assert.deepEqual(await Array.fromAsync(Deno.readDir(dir)), []);
-      } finally {
-        await d.put("empty");
-      }
-      await d.remove("empty");
-      assert.equal(await d.exists("empty"), false);
-    });
-  });
-});
+for (const backend of BACKENDS) {
+  backendTest(
+    backend,
+    "graphtest CreateEmpty: an empty layer is a 0755 root-owned empty dir",
+    async () => {
+      await withDriver(backend, async (d) => {
+        await withUmask(0o022, async () => {
+          await d.create("empty", "");
+          assert.equal(await d.exists("empty"), true);
+          const dir = await d.get("empty");
+          try {
+            const st = await Deno.stat(dir);
+            assert.ok(st.isDirectory);
+            assert.equal(st.mode! & 0o7777, 0o755);
+            assert.equal(st.uid, 0);
+            assert.equal(st.gid, 0);
+            assert.deepEqual(await Array.fromAsync(Deno.readDir(dir)), []);
+          } finally {
+            await d.put("empty");
+          }
+          await d.remove("empty");
+          assert.equal(await d.exists("empty"), false);
+        });
+      });
+    },
+  );
 
-Deno.test("graphtest CreateBase and CreateSnap: modes, owners and special bits, also through the union", async () => {
-  await withDriver(async (d) => {
-    await createBase(d, "Base");
-    await verifyBase(d, "Base");
-    await d.create("Snap", "Base");
-    await verifyBase(d, "Snap");
-    await d.remove("Snap");
-    await d.remove("Base");
-  });
-});
+  backendTest(
+    backend,
+    "graphtest CreateBase and CreateSnap: modes, owners and special bits, also through the union",
+    async () => {
+      await withDriver(backend, async (d) => {
+        await createBase(d, "Base");
+        await verifyBase(d, "Base");
+        await d.create("Snap", "Base");
+        await verifyBase(d, "Snap");
+        await d.remove("Snap");
+        await d.remove("Base");
+      });
+    },
+  );
 
-for (const fileCount of [10, 500]) {
-  Deno.test(`graphtest DiffApply(${fileCount}): the native diff applied on the base reproduces the upper layer`, async () => {
-    await withDriver(async (d) => {
-      await d.create("base", "");
-      await addManyFiles(d, "base", fileCount, 3);
-      const baseRoot = d.diffDir("base");
-      await Deno.writeTextFile(join(baseRoot, "file-remove.txt"), "This file should get removed");
-      await Deno.mkdir(join(baseRoot, "var", "lib"), { recursive: true });
+  for (const fileCount of [10, 500]) {
+    backendTest(
+      backend,
+      `graphtest DiffApply(${fileCount}): the native diff applied on the base reproduces the upper layer`,
+      async () => {
+        await withDriver(backend, async (d) => {
+          await d.create("base", "");
+          await addManyFiles(d, "base", fileCount, 3);
+          const baseRoot = d.diffDir("base");
+          await Deno.writeTextFile(
+            join(baseRoot, "file-remove.txt"),
+            "This file should get removed",
+          );
+          await Deno.mkdir(join(baseRoot, "var", "lib"), { recursive: true });
 
-      await d.create("upper", "base");
-      await addManyFiles(d, "upper", fileCount, 6);
-      const up = await d.get("upper");
-      try {
-        await Deno.remove(join(up, "file-remove.txt"));
-        await Deno.remove(join(up, "var", "lib"));
-      } finally {
-        await d.put("upper");
-      }
-      const diffSize = await d.diffSize("upper", ""); // naive: the whole union
+          await d.create("upper", "base");
+          await addManyFiles(d, "upper", fileCount, 6);
+          const up = await d.get("upper");
+          try {
+            await Deno.remove(join(up, "file-remove.txt"));
+            await Deno.remove(join(up, "var", "lib"));
+          } finally {
+            await d.put("upper");
+          }
+          const diffSize = await d.diffSize("upper", ""); // naive: the whole union
 
-      await d.create("diff", "base");
-      await checkManyFiles(d, "diff", fileCount, 3);
-      const arch = await d.diff("upper", "base"); // native
-      const applied = await d.applyDiff("diff", "base", arch); // native
-      assert.equal(applied, diffSize);
-      assert.equal(applied, fileCount * 64);
+          await d.create("diff", "base");
+          await checkManyFiles(d, "diff", fileCount, 3);
+          const arch = await d.diff("upper", "base"); // native
+          const applied = await d.applyDiff("diff", "base", arch); // native
+          assert.equal(applied, diffSize);
+          assert.equal(applied, fileCount * 64);
 
-      await checkManyFiles(d, "diff", fileCount, 6);
-      const view = await d.get("diff");
-      try {
-        await assert.rejects(Deno.lstat(join(view, "file-remove.txt")), Deno.errors.NotFound);
-        await assert.rejects(Deno.lstat(join(view, "var", "lib")), Deno.errors.NotFound);
-        assert.ok((await Deno.lstat(join(view, "var"))).isDirectory);
-      } finally {
-        await d.put("diff");
-      }
-    });
-  });
+          await checkManyFiles(d, "diff", fileCount, 6);
+          const view = await d.get("diff");
+          try {
+            await assert.rejects(Deno.lstat(join(view, "file-remove.txt")), Deno.errors.NotFound);
+            await assert.rejects(Deno.lstat(join(view, "var", "lib")), Deno.errors.NotFound);
+            assert.ok((await Deno.lstat(join(view, "var"))).isDirectory);
+          } finally {
+            await d.put("diff");
+          }
+        });
+      },
+    );
+  }
+
+  backendTest(
+    backend,
+    "graphtest Changes: rewrites, adds and deletes in thirds are reported exactly",
+    async () => {
+      await withDriver(backend, async (d) => {
+        await d.create("base", "");
+        await addManyFiles(d, "base", 20, 3);
+        await d.create("upper", "base");
+        const expected = await changeManyFiles(d, "upper", 20, 6);
+        const changes = await d.changes("upper", "base");
+        assert.deepEqual([...changes].sort(byPath), [...expected].sort(byPath));
+      });
+    },
+  );
 }
-
-Deno.test("graphtest Changes: rewrites, adds and deletes in thirds are reported exactly", async () => {
-  await withDriver(async (d) => {
-    await d.create("base", "");
-    await addManyFiles(d, "base", 20, 3);
-    await d.create("upper", "base");
-    const expected = await changeManyFiles(d, "upper", 20, 6);
-    const changes = await d.changes("upper", "base");
-    assert.deepEqual([...changes].sort(byPath), [...expected].sort(byPath));
-  });
-});
