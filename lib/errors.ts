@@ -83,8 +83,8 @@ export class IncompatibleFsError extends NotSupportedError {
 }
 
 /**
- * A layer id that cannot name a layer (empty, too long, `/`, NUL, `.`, `..`,
- * or ending in `-removing`).
+ * A layer id that cannot name a layer (empty, too long, `/`, a control
+ * character, invalid UTF-8, `.`, `..`, or ending in `-removing`).
  *
  * @example
  * ```ts

@@ -22,6 +22,29 @@ export const TEMP_SUFFIX = ".tmp";
 const encoder = new TextEncoder();
 
 /**
+ * Which forbidden character `id` holds, described with its position, or
+ * `undefined`. Control characters (C0, DEL, C1) would break the one-id-a-line
+ * chain files (a newline splits an id in two) and garble terminals; U+FFFD is
+ * what invalid UTF-8 (from a command line or a file name) decodes to, so an id
+ * holding it cannot be told apart from the bytes it replaced.
+ */
+function controlCharacter(id: string): string | undefined {
+  let offset = 0;
+  for (const ch of id) {
+    const c = ch.codePointAt(0)!;
+    const hex = c.toString(16).padStart(2, "0");
+    if (c === 0) return `contains a NUL byte (0x00 at byte ${offset})`;
+    if (c < 0x20 || c === 0x7f) return `contains control character 0x${hex} at byte ${offset}`;
+    if (c >= 0x80 && c < 0xa0) return `contains control character U+00${hex} at byte ${offset}`;
+    if (c === 0xfffd) {
+      return `contains U+FFFD at byte ${offset} (the stand-in for invalid UTF-8: ids must be valid UTF-8)`;
+    }
+    offset += encoder.encode(ch).length;
+  }
+  return undefined;
+}
+
+/**
  * Why `id` cannot name a layer, or `undefined` when it can.
  *
  * @example
@@ -35,9 +58,10 @@ export function layerIdProblem(id: string): string | undefined {
   if (id === "") return "is empty";
   if (id === "." || id === "..") return "is a relative directory name";
   if (id.includes("/")) return "contains '/'";
-  if (id.includes("\0")) return "contains a NUL byte";
   // Lone surrogates would be written as U+FFFD: two different ids, one file.
   if (!id.isWellFormed()) return "is not valid Unicode";
+  const bad = controlCharacter(id);
+  if (bad !== undefined) return bad;
   const bytes = encoder.encode(id).length;
   if (bytes > MAX_ID_BYTES) return `is ${bytes} bytes long (at most ${MAX_ID_BYTES})`;
   if (id.endsWith(REMOVING_SUFFIX)) return `ends with "${REMOVING_SUFFIX}" (reserved for removal)`;
@@ -47,7 +71,8 @@ export function layerIdProblem(id: string): string | undefined {
 
 /**
  * Throw {@linkcode InvalidLayerIdError} unless `id` can name a layer: it must
- * be non-empty, at most 255 UTF-8 bytes, free of `/` and NUL, not `.` or `..`,
+ * be non-empty, at most 255 UTF-8 bytes, valid UTF-8, free of `/`, NUL and
+ * other control characters (and of U+FFFD, invalid UTF-8's stand-in), not `.` or `..`,
  * and must not end with `-removing` or `.tmp` (names the driver uses itself).
  *
  * @example

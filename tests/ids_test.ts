@@ -77,3 +77,27 @@ Deno.test("compareBytewise orders like a comparison of the UTF-8 bytes", () => {
   // The UTF-16 order gets this pair wrong; the byte order must not.
   assert.ok(compareBytewise("\uffff", "\u{1F600}") < 0);
 });
+
+Deno.test("control characters and invalid UTF-8 are refused, naming the character and its byte", () => {
+  const bad: [string, RegExp][] = [
+    ["a\nb", /control character 0x0a at byte 1/],
+    ["a\rb", /control character 0x0d at byte 1/],
+    ["\tx", /control character 0x09 at byte 0/],
+    ["x\x1b[31m", /control character 0x1b at byte 1/],
+    ["é\x7f", /control character 0x7f at byte 2/],
+    ["a\u0085", /control character U\+0085 at byte 1/],
+    ["a\u009b", /control character U\+009b at byte 1/],
+    ["a\0", /NUL byte \(0x00 at byte 1\)/],
+    // What Deno.args and readDir make of invalid UTF-8 bytes.
+    ["a\ufffdb", /U\+FFFD at byte 1 .*invalid UTF-8/],
+  ];
+  for (const [id, why] of bad) {
+    assert.throws(() => validateLayerId(id), (e: unknown) => {
+      assert.ok(e instanceof InvalidLayerIdError, `${JSON.stringify(id)} threw ${e}`);
+      assert.match(e.message, why);
+      return true;
+    });
+  }
+  // Printable characters beyond ASCII stay valid.
+  for (const id of ["a\u00a0b", "ü", "\u{1F600}", "a b"]) validateLayerId(id);
+});
