@@ -8,7 +8,10 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { InvalidLayerIdError } from "./errors.ts";
+
+const encoder = new TextEncoder();
 
 /** Longest id, in UTF-8 bytes: one file name (`NAME_MAX`). */
 export const MAX_ID_BYTES = 255;
@@ -16,10 +19,29 @@ export const MAX_ID_BYTES = 255;
 /** Suffix of a directory being deleted (`diff/<id>-removing`, §3.3). */
 export const REMOVING_SUFFIX = "-removing";
 
+/**
+ * The name a directory called `name` is renamed to while it is deleted:
+ * `<name>-removing` (the seed's, swept by Init) when that fits in one file
+ * name, else `<sha256 of name, hex>-removing-removing`, which also ends in
+ * `-removing` (so the same sweep finds it) and can be no other directory's
+ * staging name (a name ending in `-removing` is never a layer id).
+ *
+ * @example
+ * ```ts
+ * import { removingName } from "./ids.ts";
+ * console.log(removingName("abc")); // abc-removing
+ * console.log(removingName("a".repeat(255)).length); // 82
+ * ```
+ */
+export function removingName(name: string): string {
+  const plain = name + REMOVING_SUFFIX;
+  if (encoder.encode(plain).length <= MAX_ID_BYTES) return plain;
+  const digest = createHash("sha256").update(name).digest("hex");
+  return digest + REMOVING_SUFFIX + REMOVING_SUFFIX;
+}
+
 /** Suffix of the driver's temporary files (atomic writes); no id may end with it. */
 export const TEMP_SUFFIX = ".tmp";
-
-const encoder = new TextEncoder();
 
 /**
  * Which forbidden character `id` holds, described with its position, or

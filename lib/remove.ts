@@ -11,9 +11,9 @@
  * @module
  */
 
-import { join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { Errno, ErrnoError, errnoOf, type Libc } from "../ffi/libc.ts";
-import { compareBytewise, REMOVING_SUFFIX } from "./ids.ts";
+import { compareBytewise, REMOVING_SUFFIX, removingName } from "./ids.ts";
 import { mountpointsUnder, recursiveUnmount } from "./mounts.ts";
 
 /** EBUSY retries of the delete loop, and the pause between them (the seed's values). */
@@ -48,7 +48,9 @@ function renameNoDirReplace(libc: Libc, source: string, target: string): void {
 }
 
 /**
- * Remove `source` by renaming it to `source + "-removing"` and deleting that,
+ * Remove `source` by renaming it to `source + "-removing"` (or, when that
+ * name would be too long, the shorter staging name of
+ * {@linkcode removingName}) and deleting that,
  * so a crash midway leaves a name the next Init sweeps, never a half-deleted
  * layer under its real name. A missing `source` is fine (a stale `-removing`
  * twin is still deleted). Fails when `source` cannot be renamed (e.g. EBUSY:
@@ -67,7 +69,7 @@ export async function atomicRemove(
   source: string,
   procRoot = "/proc",
 ): Promise<void> {
-  const target = source + REMOVING_SUFFIX;
+  const target = join(dirname(source), removingName(basename(source)));
   try {
     renameNoDirReplace(libc, source, target);
   } catch (e) {
