@@ -5,7 +5,7 @@
  * @module
  */
 
-import { LayerError, LayerInUseError, LayerNotFoundError } from "../mod.ts";
+import { LayerError, LayerInUseError, LayerNotFoundError, validateLayerId } from "../mod.ts";
 import { type Handler, requireLayer, stringFlag } from "./context.ts";
 import { humanBytes, type Result, table } from "./output.ts";
 
@@ -72,6 +72,8 @@ export const create: Handler = async (ctx) => {
   const parent = stringFlag(ctx, "parent") ?? "";
   const rw = ctx.flags.rw === true;
   const mountLabel = stringFlag(ctx, "label");
+  validateLayerId(id);
+  if (parent !== "") validateLayerId(parent);
   if (await ctx.view.known(id)) {
     throw new LayerError(id, "create", "", new Error("a layer with this id already exists"));
   }

@@ -66,8 +66,10 @@ export class Output {
       this.#line(this.#stdout, JSON.stringify(r.json));
       return;
     }
-    for (const line of r.text) this.#line(this.#stdout, line);
-    if (!this.quiet) { for (const line of r.note ?? []) this.#line(this.#stdout, line); }
+    for (const line of r.text) this.#line(this.#stdout, escapeControls(line));
+    if (!this.quiet) {
+      for (const line of r.note ?? []) this.#line(this.#stdout, escapeControls(line));
+    }
   }
 
   /** Print plain text (help, version) on stdout. */
@@ -77,7 +79,9 @@ export class Output {
 
   /** Print a warning line on stderr (not with `-q`). */
   warn(message: string): void {
-    if (!this.quiet) this.#line(this.#stderr, `strata: warning: ${oneLine(message)}`);
+    if (!this.quiet) {
+      this.#line(this.#stderr, `strata: warning: ${escapeControls(oneLine(message))}`);
+    }
   }
 
   /**
@@ -89,7 +93,7 @@ export class Output {
     if (this.json) {
       this.#line(this.#stderr, JSON.stringify({ error: text, kind, exitCode }));
     } else {
-      this.#line(this.#stderr, `strata: ${text}`);
+      this.#line(this.#stderr, `strata: ${escapeControls(text)}`);
     }
   }
 
@@ -101,6 +105,28 @@ export class Output {
 /** Collapse whitespace runs with newlines so a message stays on one line. */
 export function oneLine(message: string): string {
   return message.replace(/\s*\n\s*/g, "; ").trim();
+}
+
+/**
+ * Show control characters (C0, DEL, C1) as escapes (`\n`, `\t`, `\x1b`,
+ * `\u0085`), so a name or a file's content that holds them can neither
+ * break a line nor drive the terminal (colours, titles, cursor moves).
+ * JSON output needs no such help: JSON escapes them itself.
+ *
+ * @example
+ * ```ts
+ * import { escapeControls } from "./output.ts";
+ * console.log(escapeControls("a\x1b[31mb\n")); // a\x1b[31mb\n
+ * ```
+ */
+export function escapeControls(text: string): string {
+  // deno-lint-ignore no-control-regex
+  return text.replace(/[\x00-\x1f\x7f-\x9f]/g, (c) => {
+    const named: Record<string, string> = { "\n": "\\n", "\r": "\\r", "\t": "\\t" };
+    const n = c.charCodeAt(0);
+    return named[c] ??
+      (n < 0x80 ? `\\x${n.toString(16).padStart(2, "0")}` : `\\u00${n.toString(16)}`);
+  });
 }
 
 /**

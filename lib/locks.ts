@@ -9,7 +9,7 @@
  */
 
 import { join } from "node:path";
-import { validateLayerId } from "./ids.ts";
+import { compareBytewise, validateLayerId } from "./ids.ts";
 
 interface Entry {
   /** Resumes the next waiter, first come first served. */
@@ -114,7 +114,8 @@ function sameFile(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
  * then an exclusive `flock` on `lockDir/<id>`. The global lock flocks
  * `lockDir` itself, so it needs no reserved file name.
  *
- * Lock order: take a layer lock before the global lock, never the reverse.
+ * Lock order: take a layer lock before the global lock, never the reverse;
+ * take several layer locks only through {@linkcode LayerLocks.withLayers}.
  *
  * @example
  * ```ts
@@ -150,6 +151,21 @@ export class LayerLocks {
         file.close();
       }
     });
+  }
+
+  /**
+   * Run `fn` holding the locks of all `ids` (duplicates once), taken in
+   * byte-wise order of the ids so that two callers wanting overlapping sets
+   * can never wait for each other in a cycle. Create holds its layer's and
+   * its parent's lock this way, so a removal of the parent cannot slip
+   * between create's check of the parent and the writing of its chain.
+   */
+  async withLayers<T>(ids: readonly string[], fn: () => Promise<T>): Promise<T> {
+    const sorted = [...new Set(ids)].sort(compareBytewise);
+    sorted.forEach(validateLayerId);
+    const nest = (i: number): Promise<T> =>
+      i === sorted.length ? fn() : this.withLayer(sorted[i], () => nest(i + 1));
+    return await nest(0);
   }
 
   /** Run `fn` holding the root-wide lock (in-process and cross-process). */

@@ -494,7 +494,10 @@ export class UnionDriver implements Driver {
         new Error(`--storage-opt is not supported for ${this.name}`),
       );
     }
-    await this.#locks.withLayer(id, async () => {
+    // The parent's lock too: a removal of the parent waits until the chain
+    // naming it is written (and then sees the child), or runs first (and
+    // then create finds no parent).
+    await this.#locks.withLayers(parent === "" ? [id] : [id, parent], async () => {
       if (await this.store.exists(id)) {
         throw new LayerError(
           id,

@@ -9,6 +9,8 @@ import { removingName } from "../lib/ids.ts";
 import { sweepRemoving } from "../lib/remove.ts";
 import { systemLibc } from "../ffi/libc.ts";
 import { withOverlay } from "./support/overlay_harness.ts";
+import { OverlayDriver } from "../lib/overlay/driver.ts";
+import { LayerInUseError, LayerNotFoundError } from "../lib/errors.ts";
 
 const libc = systemLibc();
 const listing = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
@@ -53,4 +55,39 @@ Deno.test("removingName keeps the seed's name where it fits and a short -removin
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+// ------------------------------------------------------------ item 4: create vs rm of the parent
+
+Deno.test("creating a child and removing its parent exclude each other (two drivers, 40 tries)", async () => {
+  await withOverlay(async (d1, h) => {
+    const d2 = await OverlayDriver.init(h.root, h.options);
+    let created = 0, removed = 0;
+    for (let i = 0; i < 40; i++) {
+      const p = `p${i}`, k = `k${i}`;
+      await d1.create(p, "");
+      // Alternate which one starts first, so both orders are tried.
+      const [c, r] = i % 2 === 0
+        ? await Promise.allSettled([d2.create(k, p), d1.remove(p, { ifUnused: true })])
+        : (await Promise.allSettled([d1.remove(p, { ifUnused: true }), d2.create(k, p)]))
+          .reverse();
+      assert.ok(
+        !(c.status === "fulfilled" && r.status === "fulfilled"),
+        `try ${i}: both the child's create and the parent's remove succeeded`,
+      );
+      if (c.status === "fulfilled") {
+        created++;
+        assert.ok(r.status === "rejected" && r.reason instanceof LayerInUseError, String(r));
+        assert.equal(await d1.exists(p), true);
+        await d1.remove(k);
+        await d1.remove(p);
+      } else {
+        removed++;
+        assert.ok(c.reason instanceof LayerNotFoundError, String(c.reason));
+        assert.equal(await d1.exists(k), false);
+      }
+    }
+    assert.equal(created + removed, 40);
+    assert.deepEqual(listing(join(h.root, "layers")), []);
+  }, { tmpfs: true });
 });
