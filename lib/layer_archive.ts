@@ -9,7 +9,7 @@
 
 import { AT, O, RESOLVE } from "../ffi/libc.ts";
 import type { Change, FileGetter, MountOpts } from "./driver.ts";
-import { LayerNotFoundError } from "./errors.ts";
+import { LayerError, LayerNotFoundError } from "./errors.ts";
 import type { LayerArchive, UnionDriver } from "./union.ts";
 import { NaiveDiff } from "./naive.ts";
 import { tarDirectory } from "./archive/tar_dir.ts";
@@ -45,6 +45,27 @@ export async function isDirectParent(
 
 async function mustExist(driver: UnionDriver, id: string): Promise<void> {
   if (!(await driver.exists(id))) throw new LayerNotFoundError(id);
+}
+
+/**
+ * The diff directories of `id` and (with `ancestors`) of its chain must be
+ * real directories: a missing one is damage to report, not an empty layer.
+ */
+async function mustHaveDirs(
+  driver: UnionDriver,
+  id: string,
+  op: string,
+  ancestors = false,
+): Promise<void> {
+  driver.requireLayerDirs(id, op);
+  if (!ancestors) return;
+  for (const p of await driver.parentChain(id)) {
+    try {
+      driver.requireLayerDirs(p, `${op} (ancestor of ${id})`);
+    } catch (e) {
+      throw new LayerError(id, op, driver.diffDir(p), e);
+    }
+  }
 }
 
 /** Like `mustExist`, but a layer still marked incomplete (being filled) counts. */
@@ -114,6 +135,7 @@ export const layerArchive: LayerArchive = {
   async diff(driver, id, parent, opts?: MountOpts) {
     await mustExist(driver, id);
     if (!(await isDirectParent(driver, id, parent))) return naive(driver).diff(id, parent, opts);
+    await mustHaveDirs(driver, id, "diff");
     return tarDirectory(driver.diffDir(id), {
       excludePatterns: driver.whiteoutFormat === "aufs" ? [...AUFS_DIFF_EXCLUDES] : [],
       uidMaps: driver.uidMaps,
@@ -163,12 +185,14 @@ export const layerArchive: LayerArchive = {
     if (!(await isDirectParent(driver, id, parent))) {
       return naive(driver).diffSize(id, parent, opts);
     }
+    await mustHaveDirs(driver, id, "diff size");
     return directorySize(driver.diffDir(id), driver.libc);
   },
 
   async changes(driver, id, parent, opts?: MountOpts): Promise<Change[]> {
     await mustExist(driver, id);
     if (!(await isDirectParent(driver, id, parent))) return naive(driver).changes(id, parent, opts);
+    await mustHaveDirs(driver, id, "changes", true);
     const chain = await driver.parentChain(id);
     return layerChanges(chain.map((p) => driver.diffDir(p)), driver.diffDir(id), {
       whiteoutFormat: driver.whiteoutFormat,
@@ -178,6 +202,7 @@ export const layerArchive: LayerArchive = {
 
   async diffGetter(driver, id): Promise<FileGetter> {
     await mustExist(driver, id);
+    await mustHaveDirs(driver, id, "diff getter");
     const libc = driver.libc;
     const rootFd = libc.openat(AT.FDCWD, driver.diffDir(id), O.RDONLY | O.DIRECTORY);
     let closed = false;

@@ -10,6 +10,14 @@
 
 import { join } from "node:path";
 import { compareBytewise, validateLayerId } from "./ids.ts";
+import { lstatKind } from "./entry_type.ts";
+
+/**
+ * How often a lock is retried because its file was replaced while waiting
+ * (each retry means another holder removed the layer and let go): bounded so
+ * that no state of the lock directory can make a caller spin forever.
+ */
+export const MAX_LOCK_RETRIES = 100;
 
 interface Entry {
   /** Resumes the next waiter, first come first served. */
@@ -202,24 +210,37 @@ export class LayerLocks {
     return this.#ready;
   }
 
-  /** Open and flock `path`; retry when the file was replaced while we waited. */
+  /**
+   * Open and flock `path`; retry when the file was replaced while we waited
+   * (a removal discards it), at most {@linkcode MAX_LOCK_RETRIES} times. Never
+   * through a link: anything but a regular file at `path` is an error.
+   */
   async #flock(path: string): Promise<Deno.FsFile> {
     await this.#ensureDir();
-    for (;;) {
-      const f = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+    for (let attempt = 0;; attempt++) {
+      let f: Deno.FsFile;
+      try {
+        // Checked first so a link is never opened (open would create its target).
+        lstatKind(path, "file");
+        f = await Deno.open(path, { read: true, write: true, create: true, mode: 0o600 });
+      } catch (e) {
+        throw new Error(`lock ${path}: ${(e as Error).message}`, { cause: e });
+      }
       try {
         await f.lock(true);
         const held = await f.stat();
-        const now = await Deno.lstat(path).catch((e) => {
-          if (e instanceof Deno.errors.NotFound) return undefined;
-          throw e;
-        });
+        const now = lstatKind(path, "file");
         if (now && sameFile(held, now)) return f;
       } catch (e) {
         f.close();
         throw new Error(`lock ${path}: ${(e as Error).message}`, { cause: e });
       }
       f.close();
+      if (attempt >= MAX_LOCK_RETRIES) {
+        throw new Error(
+          `lock ${path}: the lock file was replaced ${attempt + 1} times while waiting; giving up`,
+        );
+      }
     }
   }
 }

@@ -15,6 +15,7 @@
 import { join } from "node:path";
 import { isTempName, syncDir, writeFileAtomic } from "./atomic_write.ts";
 import { LayerError, LayerNotFoundError } from "./errors.ts";
+import { describeType, lstatKind, WrongEntryTypeError } from "./entry_type.ts";
 import { compareBytewise, layerIdProblem, validateLayerId } from "./ids.ts";
 
 /** Go's `bufio.MaxScanTokenSize`: a line this long (or longer) fails to scan. */
@@ -96,6 +97,8 @@ export class LayerStore {
     const path = this.fileOf(id);
     let data: Uint8Array;
     try {
+      // Never read through a link: its target could be anything outside the root.
+      if (lstatKind(path, "file") === undefined) throw new Deno.errors.NotFound(`no ${path}`);
       data = await Deno.readFile(path);
     } catch (e) {
       if (isNotFound(e)) throw new LayerNotFoundError(id, `no ${path}`, { cause: e });
@@ -153,6 +156,10 @@ export class LayerStore {
     try {
       const st = await Deno.lstat(join(this.layersDir, id));
       if (st.isDirectory) return false;
+      if (!st.isFile) {
+        const path = join(this.layersDir, id);
+        throw new WrongEntryTypeError(path, describeType(st), "file");
+      }
     } catch (e) {
       if (isNotFound(e)) return false;
       throw new LayerError(id, "lstat layers file", join(this.layersDir, id), e);
@@ -198,7 +205,9 @@ export class LayerStore {
     const out: { id: string; why: string }[] = [];
     for (const id of await this.#namesIn(this.incompleteDir)) {
       try {
-        out.push({ id, why: await Deno.readTextFile(join(this.incompleteDir, id)) });
+        const path = join(this.incompleteDir, id);
+        if (lstatKind(path, "file") === undefined) continue;
+        out.push({ id, why: await Deno.readTextFile(path) });
       } catch (e) {
         if (!isNotFound(e)) {
           throw new LayerError(id, "read incomplete marker", this.incompleteDir, e);

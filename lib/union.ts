@@ -30,6 +30,7 @@ import type {
 import { IncompatibleFsError, LayerError, LayerInUseError, LayerNotFoundError } from "./errors.ts";
 import { backingFsName } from "./fsmagic.ts";
 import { layerIdProblem, validateLayerId } from "./ids.ts";
+import { lstatKind } from "./entry_type.ts";
 import { LayerLocks, Mutex } from "./locks.ts";
 import { isMountpoint, makePrivate, readMountinfo, unmountRetry } from "./mounts.ts";
 import { MountCounts } from "./refcount.ts";
@@ -419,6 +420,37 @@ export class UnionDriver implements Driver {
     return chain.length === 0 ? this.diffDir(id) : this.mountDir(id);
   }
 
+  /**
+   * Check that layer `id`'s own directories are real directories: `diff/<id>`,
+   * and with `mount` also the backend's (e.g. `work/<id>`) and `mnt/<id>`.
+   * A missing one is a {@linkcode LayerError} naming it ("the layer's
+   * directory is missing"); a symbolic link or another type is one too
+   * ({@linkcode WrongEntryTypeError} as cause): nothing under the root is
+   * ever followed. `op` names the operation in the error.
+   */
+  requireLayerDirs(id: string, op: string, mount = false): void {
+    const dirs = [this.diffDir(id)];
+    if (mount) {
+      dirs.push(...this.backend.layerDirs.map((d) => this.layerDir(d, id)), this.mountDir(id));
+    }
+    for (const dir of dirs) {
+      let st: Deno.FileInfo | undefined;
+      try {
+        st = lstatKind(dir, "directory");
+      } catch (e) {
+        throw new LayerError(id, op, dir, e);
+      }
+      if (st === undefined) {
+        throw new LayerError(
+          id,
+          op,
+          dir,
+          new Error("the layer's directory is missing (`strata check` reports such damage)"),
+        );
+      }
+    }
+  }
+
   /** The path this driver's `get(id)` handed out while it holds a reference, if any. */
   heldPath(id: string): string | undefined {
     return this.#held.get(id);
@@ -567,6 +599,7 @@ export class UnionDriver implements Driver {
     validateLayerId(id);
     return await this.#locks.withLayer(id, async () => {
       const chain = await this.store.parents(id);
+      this.requireLayerDirs(id, "get", chain.length > 0);
       if (chain.length === 0) {
         const path = this.diffDir(id);
         await this.#counts.increment(id, null);
@@ -698,6 +731,13 @@ export class UnionDriver implements Driver {
   async #mountUnion(id: string, target: string, chain: string[], label?: string): Promise<void> {
     const layerDirs: Record<string, string> = {};
     for (const d of this.backend.layerDirs) layerDirs[d] = this.layerDir(d, id);
+    for (const p of chain) {
+      try {
+        lstatKind(this.diffDir(p), "directory");
+      } catch (e) {
+        throw new LayerError(id, `mount ${this.name} union: ancestor ${p}`, this.diffDir(p), e);
+      }
+    }
     const request: UnionMount = {
       id,
       target,
@@ -723,6 +763,9 @@ export class UnionDriver implements Driver {
 
   /** Unmount `path` if mounted, retrying EBUSY; errors name the layer and the operation. */
   async #unmountRetrying(id: string, path: string, op: string): Promise<void> {
+    // Only a real directory can hold a union of ours; never unmount through a link.
+    const st = await Deno.lstat(path).catch(() => undefined);
+    if (st !== undefined && !st.isDirectory) return;
     for (let attempt = 0;; attempt++) {
       if (!this.backend.isMounted(path)) return;
       try {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { removingName } from "../lib/ids.ts";
 import { sweepRemoving } from "../lib/remove.ts";
 import { systemLibc } from "../ffi/libc.ts";
-import { withOverlay } from "./support/overlay_harness.ts";
+import { mountsBelow, withOverlay } from "./support/overlay_harness.ts";
 import { OverlayDriver } from "../lib/overlay/driver.ts";
 import { LayerInUseError, LayerNotFoundError } from "../lib/errors.ts";
 
@@ -89,5 +89,68 @@ Deno.test("creating a child and removing its parent exclude each other (two driv
     }
     assert.equal(created + removed, 40);
     assert.deepEqual(listing(join(h.root, "layers")), []);
+  }, { tmpfs: true });
+});
+
+// ------------------------------------------------------------ item 8: nothing under the root is followed
+
+Deno.test("a dangling symlink at locks/<id> is a clear error, quickly, and its target is not created", async () => {
+  await withOverlay(async (driver, h) => {
+    await driver.create("base", "");
+    await driver.create("top", "base");
+    const outside = join(h.base, "outside-lock");
+    await Deno.remove(join(h.root, "locks", "top")).catch(() => {});
+    await Deno.symlink(outside, join(h.root, "locks", "top"));
+    for (const op of [() => driver.get("top"), () => driver.remove("top")]) {
+      await assert.rejects(op(), /locks\/top is a symbolic link, not a regular file/);
+    }
+    assert.throws(() => Deno.lstatSync(outside), Deno.errors.NotFound);
+    await Deno.remove(join(h.root, "locks", "top"));
+    await driver.remove("top");
+  }, { tmpfs: true });
+});
+
+Deno.test("a symlink at mnt/<id> or diff/<id> is refused; nothing is mounted or written through it", async () => {
+  await withOverlay(async (driver, h) => {
+    await driver.create("base", "");
+    await driver.create("top", "base");
+    const elsewhere = join(h.base, "elsewhere");
+    await Deno.mkdir(elsewhere);
+    await Deno.remove(join(h.root, "mnt", "top"));
+    await Deno.symlink(elsewhere, join(h.root, "mnt", "top"));
+    await assert.rejects(driver.get("top"), /mnt\/top is a symbolic link, not a directory/);
+    assert.deepEqual(mountsBelow(elsewhere), []);
+    assert.equal(await driver.mountCount("top"), 0, "the failed get took no reference");
+
+    await Deno.remove(join(h.root, "diff", "base"), { recursive: true });
+    await Deno.symlink(elsewhere, join(h.root, "diff", "base"));
+    await assert.rejects(driver.get("base"), /diff\/base is a symbolic link/);
+    await assert.rejects(driver.diff("base", ""), /diff\/base is a symbolic link/);
+    await assert.rejects(driver.changes("top", "base"), /diff\/base is a symbolic link/);
+    assert.deepEqual(listing(elsewhere), []);
+    // Removal deletes the links themselves, never what they point to.
+    await driver.remove("top");
+    await driver.remove("base");
+    assert.ok(Deno.statSync(elsewhere).isDirectory);
+    assert.deepEqual(listing(join(h.root, "mnt")), []);
+  }, { tmpfs: true });
+});
+
+Deno.test("a symlink at layers/<id> is refused, never read as a chain", async () => {
+  await withOverlay(async (driver, h) => {
+    await driver.create("a", "");
+    const decoy = join(h.base, "decoy");
+    await Deno.writeTextFile(decoy, "secret-first-line\n");
+    await Deno.remove(join(h.root, "layers", "a"));
+    await Deno.symlink(decoy, join(h.root, "layers", "a"));
+    for (const op of [() => driver.parentChain("a"), () => driver.exists("a")]) {
+      await assert.rejects(op(), (e: Error) => {
+        assert.match(e.message, /layers\/a is a symbolic link, not a regular file/);
+        assert.doesNotMatch(e.message, /secret/);
+        return true;
+      });
+    }
+    await Deno.remove(join(h.root, "layers", "a"));
+    await driver.remove("a");
   }, { tmpfs: true });
 });
