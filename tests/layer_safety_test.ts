@@ -154,3 +154,21 @@ Deno.test("a symlink at layers/<id> is refused, never read as a chain", async ()
     await driver.remove("a");
   }, { tmpfs: true });
 });
+
+// ------------------------------------------------------------ item 7: damaged layers
+
+Deno.test("diff, changes and diffSize of a layer whose diff/<id> is missing fail naming the directory", async () => {
+  await withOverlay(async (driver, h) => {
+    await driver.create("base", "");
+    await driver.create("top", "base");
+    await Deno.remove(join(h.root, "diff", "top"), { recursive: true });
+    const missing = new RegExp(`${join(h.root, "diff", "top")}: the layer's directory is missing`);
+    await assert.rejects(driver.diff("top", "base"), missing);
+    await assert.rejects(driver.changes("top", "base"), missing);
+    await assert.rejects(driver.diffSize("top", "base"), missing);
+    await assert.rejects(driver.get("top"), missing);
+    // An ancestor's missing dir is named too.
+    await Deno.remove(join(h.root, "diff", "base"), { recursive: true });
+    await assert.rejects(driver.diff("base", ""), /diff\/base: the layer's directory is missing/);
+  }, { tmpfs: true });
+});
