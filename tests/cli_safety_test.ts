@@ -62,6 +62,7 @@ Deno.test("cli: ids with a newline, an escape or invalid UTF-8 are refused namin
     failed(await s("create", "a\nb"), 2, /control character 0x0a at byte 1/);
     failed(await s("create", "k", "--parent", "a\nb"), 2, /control character 0x0a/);
     const esc = failed(await s("create", "x\x1b]0;pwned\x07"), 2, /control character 0x1b/);
+    // deno-lint-ignore no-control-regex
     assert.ok(!/[\x00-\x1f\x7f]/.test(esc), "the refused id is printed escaped");
     // Deno hands invalid UTF-8 in argv over as U+FFFD.
     const bad = new TextDecoder().decode(new Uint8Array([0x61, 0xff, 0x62]));
