@@ -34,6 +34,7 @@ import { tarDirectory } from "../lib/archive/tar_dir.ts";
 import type { CheckReport } from "../lib/check.ts";
 import { type CliRun, runCli, runCliChild } from "./support/fault_run.ts";
 import type { SeamCall } from "./support/fault_seam.ts";
+import { reportKnown, triage } from "./support/known_defects.ts";
 import { mulberry32 } from "./support/rng.ts";
 import {
   type LayerState,
@@ -51,33 +52,6 @@ const POINTS = Deno.env.get("STRATA_FAULT_POINTS") ?? "";
 const ONLY = Deno.env.get("STRATA_FAULT_ONLY") ?? "";
 const KILL_SAMPLE = 5;
 const FAIL_SAMPLE = 8;
-
-/**
- * Defects of issue 9 that other work is fixing now, and how the problems they
- * cause read. A problem matching one is counted and printed, not failed; every
- * other problem fails the test. Each entry goes when its fix lands.
- */
-const KNOWN: { defect: string; scenario?: RegExp; problem: RegExp }[] = [
-  {
-    defect: "issue 9 item 9: a lock file stays for every layer that is gone",
-    problem: /(not reported by check|after repair): \S*\/locks\/[^/ ]+$/,
-  },
-  {
-    defect: "issue 9 item 9: atomic-write temp files left by a kill are never swept",
-    problem: /(not reported by check|after repair): \S*\/\.[0-9a-f]{16}\.tmp$/,
-  },
-  {
-    defect:
-      "issue 9 item 9: a kill during Init's probe leaves probe dirs and mounts check does not report",
-    problem:
-      /(not reported by check|after repair|still mounted after repair): \S*\/\.(overlay|dtype)-probe-/,
-  },
-  {
-    defect: "issue 9 item 5: the naive apply path writes no incomplete mark and leaks its mount",
-    scenario: /naive/,
-    problem: /in-flight layer C is neither|mnt\/C$|exit 0 but in-flight layer C/,
-  },
-];
 
 /** Files of the test trees: path → content (a trailing `/` makes a directory). */
 type Tree = Record<string, string>;
@@ -459,12 +433,8 @@ Deno.test({
                 failures.push(`${kind} at #${call.n} (${call.op}): the child was not killed`);
               }
               const problems = await verify(scenario, c, before, beforeMounts, reference, ran, top);
-              for (const p of problems) {
-                const k = KNOWN.find((k) =>
-                  k.problem.test(p) && (!k.scenario || k.scenario.test(scenario.name))
-                );
-                if (k) known.set(k.defect, (known.get(k.defect) ?? 0) + 1);
-                else failures.push(`${kind} at #${call.n} ${call.op} ${call.path}: ${p}`);
+              for (const p of triage(problems, scenario.name, known)) {
+                failures.push(`${kind} at #${call.n} ${call.op} ${call.path}: ${p}`);
               }
               points++;
             } finally {
@@ -474,9 +444,7 @@ Deno.test({
           };
           for (const call of kills) await tryPoint("kill", call);
           for (const call of fails) await tryPoint("fail", call);
-          for (const [defect, count] of known) {
-            console.log(`known defect, ${count} problem(s) (not failed): ${defect}`);
-          }
+          reportKnown(known);
           assert.deepEqual(failures, [], `${scenario.name}: ${calls.length} calls`);
         });
       }
