@@ -59,6 +59,7 @@ export {
   LayerInUseError,
   LayerNotFoundError,
   NotSupportedError,
+  TarSplitUnavailableError,
 } from "./lib/errors.ts";
 
 // The driver interface and registry
@@ -66,11 +67,14 @@ export { AUTO_ORDER, driverNames, openDriver, registerDriver } from "./lib/drive
 export type {
   Change,
   CreateOpts,
+  DiffOpts,
+  DiffSource,
   Driver,
   DriverInit,
   DriverOptions,
   FileGetter,
   IDMap,
+  LayerTar,
   MountOpts,
   RemoveOpts,
 } from "./lib/driver.ts";
@@ -89,7 +93,9 @@ export type { AufsBranchOptions, PackedBranches } from "./lib/aufs/branches.ts";
 export { OverlayDriver } from "./lib/overlay/driver.ts";
 export type { OverlayOptions } from "./lib/overlay/driver.ts";
 export { OverlayBackend } from "./lib/overlay/backend.ts";
-export { layerArchive } from "./lib/layer_archive.ts";
+export { layerArchive, withSource } from "./lib/layer_archive.ts";
+export { TAR_SPLIT_DIR, TAR_SPLIT_SUFFIX, TarSplitStore } from "./lib/tar_split_store.ts";
+export type { PendingTarSplit } from "./lib/tar_split_store.ts";
 export { NaiveDiff } from "./lib/naive.ts";
 export type { GetPut, NaiveDiffOptions } from "./lib/naive.ts";
 
@@ -114,6 +120,20 @@ export { makeHeader, TarType } from "./lib/archive/tar_header.ts";
 export type { TarHeader } from "./lib/archive/tar_header.ts";
 export type { WhiteoutFormat } from "./lib/archive/whiteouts.ts";
 export { IdMapError, toContainer, toHost } from "./lib/archive/idmap.ts";
+
+// tar-split: digest-stable layer tars (containers/storage's <id>.tar-split.gz)
+export {
+  assembleTar,
+  dirFileGetter,
+  DirFiles,
+  TAR_SPLIT_FILE,
+  TAR_SPLIT_SEGMENT,
+  TarSplitError,
+  TarSplitReader,
+  TarSplitRecorder,
+} from "./lib/archive/tar_split.ts";
+export type { AssembleOptions, DirFileGetter, TarSplitEntry } from "./lib/archive/tar_split.ts";
+export { Crc64 } from "./lib/archive/crc64.ts";
 
 // Consistency check of a driver root
 export { checkRoot } from "./lib/check.ts";

@@ -20,6 +20,7 @@ import { mountpointsUnder } from "./mounts.ts";
 import { MountCounts } from "./refcount.ts";
 import { atomicRemove, ensureRemoveAll } from "./remove.ts";
 import type { UnionDriver } from "./union.ts";
+import { TAR_SPLIT_SUFFIX } from "./tar_split_store.ts";
 
 /** The kinds of problem `checkRoot` reports. */
 export type FindingKind =
@@ -36,7 +37,9 @@ export type FindingKind =
   /** A `*-removing` directory left by an interrupted removal. */
   | "removing-leftover"
   /** A layer directory (`diff/<id>`, `mnt/<id>`, ...) of no layer. */
-  | "orphan-dir";
+  | "orphan-dir"
+  /** A tar-split record (`tar-split/<id>.tar-split.gz`) of no layer, or a temp file of one. */
+  | "orphan-tar-split";
 
 /** What became of a finding. */
 export type RepairState =
@@ -124,7 +127,8 @@ function realPath(path: string): string {
  * - union mounted with no recorded reference → unmounted (fails if busy);
  * - recorded references without a mount, or for no layer → reset to 0;
  * - `*-removing` directory → deleted;
- * - orphan layer directory → deleted (not when something is mounted there).
+ * - orphan layer directory → deleted (not when something is mounted there);
+ * - tar-split record of no layer, or a temp file of an interrupted apply → deleted.
  *
  * Missing parents and unreadable chains are reported, never repaired: the
  * data they need is gone.
@@ -255,6 +259,24 @@ export async function checkRoot(
     }
   }
 
+  // tar-split records without a layer, and temp files of applies cut short.
+  const { records, other } = driver.tarSplit.list();
+  for (const id of records) {
+    if (layerIdProblem(id) === undefined && known.has(id)) continue;
+    const path = join(driver.tarSplit.dir, id + TAR_SPLIT_SUFFIX);
+    const f = add({ kind: "orphan-tar-split", path, detail: "tar-split record of no layer" });
+    if (repair) await repairOrphanRecord(driver, f, id, path);
+  }
+  for (const name of other) {
+    const path = join(driver.tarSplit.dir, name);
+    const f = add({
+      kind: "orphan-tar-split",
+      path,
+      detail: "not a tar-split record (a temp file left by an apply that did not finish?)",
+    });
+    if (repair) await attempt(f, () => Deno.remove(path, { recursive: true }));
+  }
+
   const clean = findings.every((f) => f.state === "repaired" || f.state === "vanished");
   return { root: driver.root, driver: driver.name, layers: known.size, findings, clean };
 }
@@ -334,6 +356,30 @@ async function repairStaleCount(
     });
   });
   if (f.state === "repaired") f.detail += "; reset to 0";
+}
+
+async function repairOrphanRecord(
+  driver: UnionDriver,
+  f: Finding,
+  id: string,
+  path: string,
+): Promise<void> {
+  const remove = async () => {
+    if (await driver.store.exists(id) || await stillIncomplete(driver, id)) return false;
+    if (!pathExists(path)) return false;
+    await Deno.remove(path);
+    return true;
+  };
+  try {
+    const removed = layerIdProblem(id) === undefined
+      ? await driver.withLayerLock(id, remove)
+      : await remove();
+    f.state = removed ? "repaired" : "vanished";
+    if (removed) f.detail += "; removed";
+  } catch (e) {
+    f.state = "failed";
+    f.detail += `; repair failed: ${message(e)}`;
+  }
 }
 
 async function repairOrphan(

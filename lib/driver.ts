@@ -45,6 +45,49 @@ export interface RemoveOpts {
 export interface MountOpts {
   /** SELinux label, passed to the mount as `context="<label>"`. */
   mountLabel?: string;
+  /**
+   * `get` only: the caller will not change the layer through this reference,
+   * so its tar-split record (what makes `diff` give the original tar) is
+   * kept. Without it, `get` of a layer drops the record, since anything may
+   * be written to the layer while it is held.
+   */
+  keepTarSplit?: boolean;
+}
+
+/** How the tar `diff` returned was made. */
+export type DiffSource =
+  /** The tar that was applied to the layer, byte for byte, reassembled from its tar-split record. */
+  | "original"
+  /** Built from the layer's files (the seed's diff): same content, not the same bytes. */
+  | "rebuilt";
+
+/** Options of `diff`. */
+export interface DiffOpts extends MountOpts {
+  /**
+   * Which tar to give. `"auto"` (the default): the original bytes when the
+   * layer has an intact tar-split record and `parent` is its direct parent,
+   * else a rebuilt tar. `"original"`: the original bytes or an error
+   * (`TarSplitUnavailableError`) when that is impossible. `"rebuilt"`:
+   * always built from the files.
+   */
+  source?: "auto" | DiffSource;
+}
+
+/**
+ * A layer tar from `diff`: the byte stream, and how it was made.
+ *
+ * @example
+ * ```ts
+ * import { openDriver } from "../mod.ts";
+ * const d = await openDriver("auto", "/var/lib/strata");
+ * const tar = await d.diff("base", "");
+ * console.log(tar.source); // "original" after an applyDiff, "rebuilt" otherwise
+ * await tar.cancel();
+ * ```
+ */
+export interface LayerTar extends ReadableStream<Uint8Array> {
+  /** `"original"` (the applied tar's own bytes) or `"rebuilt"`. */
+  readonly source: DiffSource;
 }
 
 /** One difference between a layer and its parent. */
@@ -119,8 +162,13 @@ export interface Driver {
   additionalImageStores(): string[];
   /** Unmount everything this driver mounted under its root. */
   cleanup(): Promise<void>;
-  /** The layer's changes against `parent`, as a layer tar. */
-  diff(id: string, parent: string, opts?: MountOpts): Promise<ReadableStream<Uint8Array>>;
+  /**
+   * The layer's changes against `parent`, as a layer tar. For a layer filled
+   * by `applyDiff` and not changed since (no writable `get`, no second
+   * apply), against its direct parent, this is the applied tar itself, byte
+   * for byte (`source: "original"`); see {@linkcode DiffOpts}.
+   */
+  diff(id: string, parent: string, opts?: DiffOpts): Promise<LayerTar>;
   /** Apply a layer tar to `id`; returns the size as the seed computes it. */
   applyDiff(
     id: string,

@@ -184,3 +184,24 @@ export class LayerInUseError extends LayerError {
     this.mounts = mounts;
   }
 }
+
+/**
+ * `diff(id, parent, { source: "original" })` cannot give the applied tar's
+ * own bytes: the layer has no tar-split record (it was not filled by
+ * `applyDiff`, or it was held writable by `get`, or a second tar was applied
+ * to it), or `parent` is not its direct parent.
+ *
+ * @example
+ * ```ts
+ * import { TarSplitUnavailableError } from "./errors.ts";
+ * const e = new TarSplitUnavailableError("app", "/r/tar-split/app.tar-split.gz", "no record");
+ * console.log(e.message); // layer "app": diff (original bytes) /r/tar-split/app.tar-split.gz: no record
+ * ```
+ */
+export class TarSplitUnavailableError extends LayerError {
+  /** Layer `id` has no usable record at `path`, because `why`. */
+  constructor(id: string, path: string, why: string) {
+    super(id, "diff (original bytes)", path, new Error(why));
+    this.name = "TarSplitUnavailableError";
+  }
+}

@@ -7,11 +7,13 @@
  * @module
  */
 
-import { AT, O, RESOLVE } from "../ffi/libc.ts";
-import type { Change, FileGetter, MountOpts } from "./driver.ts";
-import { LayerError, LayerNotFoundError } from "./errors.ts";
+import { AT, O } from "../ffi/libc.ts";
+import type { Change, DiffOpts, DiffSource, FileGetter, LayerTar, MountOpts } from "./driver.ts";
+import { LayerError, LayerNotFoundError, TarSplitUnavailableError } from "./errors.ts";
 import type { LayerArchive, UnionDriver } from "./union.ts";
-import { NaiveDiff } from "./naive.ts";
+import { type GetPut, NaiveDiff } from "./naive.ts";
+import { assembleTar, dirFileGetter } from "./archive/tar_split.ts";
+import type { PendingTarSplit } from "./tar_split_store.ts";
 import { tarDirectory } from "./archive/tar_dir.ts";
 import { untar } from "./archive/untar.ts";
 import { newExtractStats } from "./archive/extract.ts";
@@ -78,8 +80,18 @@ async function mustBeCreated(driver: UnionDriver, id: string): Promise<void> {
   }
 }
 
-function naive(driver: UnionDriver): NaiveDiff {
-  return new NaiveDiff(driver, {
+/**
+ * The naive fallback. Reading paths (`readOnly`) mount with `keepTarSplit`:
+ * they do not change the layer, so its tar-split record stays valid.
+ */
+function naive(driver: UnionDriver, readOnly = false): NaiveDiff {
+  const getPut: GetPut = readOnly
+    ? {
+      get: (id, opts) => driver.get(id, { ...opts, keepTarSplit: true }),
+      put: (id) => driver.put(id),
+    }
+    : driver;
+  return new NaiveDiff(getPut, {
     uidMaps: driver.uidMaps,
     gidMaps: driver.gidMaps,
     libc: driver.libc,
@@ -91,34 +103,21 @@ function isEmptyDir(dir: string): boolean {
   return true;
 }
 
-/** A stream of an open fd's content; the fd is closed at the end or on cancel. */
-function fdStream(driver: UnionDriver, fd: number): ReadableStream<Uint8Array> {
-  const libc = driver.libc;
-  let open = true;
-  const close = () => {
-    if (open) {
-      open = false;
-      libc.close(fd);
-    }
-  };
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      try {
-        const buf = new Uint8Array(256 * 1024);
-        const n = libc.read(fd, buf);
-        if (n === 0) {
-          close();
-          controller.close();
-        } else controller.enqueue(buf.subarray(0, n));
-      } catch (e) {
-        close();
-        controller.error(e);
-      }
-    },
-    cancel() {
-      close();
-    },
-  });
+/**
+ * `stream` marked with how it was made (see `LayerTar`); a stream already
+ * marked keeps its mark.
+ *
+ * @example
+ * ```ts
+ * import { withSource } from "./layer_archive.ts";
+ * const tar = withSource(new Blob([new Uint8Array(1024)]).stream(), "rebuilt");
+ * console.log(tar.source); // rebuilt
+ * ```
+ */
+export function withSource(stream: ReadableStream<Uint8Array>, source: DiffSource): LayerTar {
+  if (typeof (stream as Partial<LayerTar>).source === "string") return stream as LayerTar;
+  Object.defineProperty(stream, "source", { value: source, enumerable: true });
+  return stream as LayerTar;
 }
 
 /**
@@ -132,10 +131,37 @@ function fdStream(driver: UnionDriver, fd: number): ReadableStream<Uint8Array> {
  * ```
  */
 export const layerArchive: LayerArchive = {
-  async diff(driver, id, parent, opts?: MountOpts) {
+  async diff(driver, id, parent, opts?: DiffOpts) {
     await mustExist(driver, id);
-    if (!(await isDirectParent(driver, id, parent))) return naive(driver).diff(id, parent, opts);
-    await mustHaveDirs(driver, id, "diff");
+    const want = opts?.source ?? "auto";
+    const direct = await isDirectParent(driver, id, parent);
+    if (direct) await mustHaveDirs(driver, id, "diff");
+    if (want !== "rebuilt") {
+      const record = direct ? await driver.tarSplit.open(id) : null;
+      if (record !== null) {
+        const path = driver.tarSplit.pathOf(id);
+        let getter;
+        try {
+          getter = dirFileGetter(driver.diffDir(id), driver.libc);
+        } catch (e) {
+          await record.cancel();
+          throw e;
+        }
+        return withSource(assembleTar(record, getter, { source: path }), "original");
+      }
+      if (want === "original") {
+        throw new TarSplitUnavailableError(
+          id,
+          driver.tarSplit.pathOf(id),
+          direct
+            ? "no tar-split record (the layer was not filled by applyDiff, or was held writable or re-applied since)"
+            : `${
+              JSON.stringify(parent)
+            } is not its direct parent; the record describes the layer's own tar only`,
+        );
+      }
+    }
+    if (!direct) return naive(driver, true).diff(id, parent, opts);
     return tarDirectory(driver.diffDir(id), {
       excludePatterns: driver.whiteoutFormat === "aufs" ? [...AUFS_DIFF_EXCLUDES] : [],
       uidMaps: driver.uidMaps,
@@ -148,32 +174,48 @@ export const layerArchive: LayerArchive = {
   async applyDiff(driver, id, parent, tar, opts?: MountOpts) {
     await mustBeCreated(driver, id);
     if (!(await isDirectParent(driver, id, parent))) {
+      // Written through the mount (whose get drops the record).
       return naive(driver).applyDiff(id, parent, tar, opts);
     }
     const dir = driver.diffDir(id);
     return await driver.withLayerLock(id, async () => {
       await driver.store.markIncomplete(id, APPLYING);
-      // Into an empty layer (the usual case) the size is counted while extracting;
-      // otherwise, or when the tar replaced something, the seed's walk decides.
+      // The layer changes: an older record no longer describes it.
+      await driver.tarSplit.remove(id);
+      // Into an empty layer (the usual case) the size is counted while extracting
+      // and the tar's tar-split recorded on the way; otherwise, or when the tar
+      // replaced something, the seed's walk decides and no record is kept.
       const wasEmpty = isEmptyDir(dir);
       const stats = newExtractStats();
-      const common = {
-        uidMaps: driver.uidMaps,
-        gidMaps: driver.gidMaps,
-        libc: driver.libc,
-        stats,
-      };
-      if (driver.whiteoutFormat === "aufs") {
-        // aufs keeps whiteouts on disk exactly as the tar has them.
-        await untar(tar, dir, common);
-      } else {
-        await applyLayer(tar, dir, { ...common, whiteoutFormat: driver.whiteoutFormat });
-      }
-      const fd = driver.libc.openat(AT.FDCWD, dir, O.RDONLY | O.DIRECTORY);
+      const pending: PendingTarSplit | null = wasEmpty ? await driver.tarSplit.begin(id) : null;
       try {
-        driver.libc.syncfs(fd);
-      } finally {
-        driver.libc.close(fd);
+        const common = {
+          uidMaps: driver.uidMaps,
+          gidMaps: driver.gidMaps,
+          libc: driver.libc,
+          stats,
+          tarSplit: pending?.recorder,
+        };
+        if (driver.whiteoutFormat === "aufs") {
+          // aufs keeps whiteouts on disk exactly as the tar has them.
+          await untar(tar, dir, common);
+        } else {
+          await applyLayer(tar, dir, { ...common, whiteoutFormat: driver.whiteoutFormat });
+        }
+        const fd = driver.libc.openat(AT.FDCWD, dir, O.RDONLY | O.DIRECTORY);
+        try {
+          driver.libc.syncfs(fd);
+        } finally {
+          driver.libc.close(fd);
+        }
+        if (pending) {
+          // A tar that replaced its own entries is not reproducible from the files.
+          if (stats.replaced) await pending.abort();
+          else await pending.commit();
+        }
+      } catch (e) {
+        await pending?.abort();
+        throw e;
       }
       await driver.store.clearIncomplete(id);
       return wasEmpty && !stats.replaced ? stats.createdSize : directorySize(dir, driver.libc);
@@ -183,7 +225,7 @@ export const layerArchive: LayerArchive = {
   async diffSize(driver, id, parent, opts?: MountOpts) {
     await mustExist(driver, id);
     if (!(await isDirectParent(driver, id, parent))) {
-      return naive(driver).diffSize(id, parent, opts);
+      return naive(driver, true).diffSize(id, parent, opts);
     }
     await mustHaveDirs(driver, id, "diff size");
     return directorySize(driver.diffDir(id), driver.libc);
@@ -191,7 +233,9 @@ export const layerArchive: LayerArchive = {
 
   async changes(driver, id, parent, opts?: MountOpts): Promise<Change[]> {
     await mustExist(driver, id);
-    if (!(await isDirectParent(driver, id, parent))) return naive(driver).changes(id, parent, opts);
+    if (!(await isDirectParent(driver, id, parent))) {
+      return naive(driver, true).changes(id, parent, opts);
+    }
     await mustHaveDirs(driver, id, "changes", true);
     const chain = await driver.parentChain(id);
     return layerChanges(chain.map((p) => driver.diffDir(p)), driver.diffDir(id), {
@@ -203,33 +247,7 @@ export const layerArchive: LayerArchive = {
   async diffGetter(driver, id): Promise<FileGetter> {
     await mustExist(driver, id);
     await mustHaveDirs(driver, id, "diff getter");
-    const libc = driver.libc;
-    const rootFd = libc.openat(AT.FDCWD, driver.diffDir(id), O.RDONLY | O.DIRECTORY);
-    let closed = false;
-    return {
-      get(path: string) {
-        if (closed) return Promise.reject(new Error(`diff getter of layer ${id} is closed`));
-        try {
-          // Resolved by the kernel inside the layer: `..` and absolute links stay in it.
-          const fd = libc.openat2(
-            rootFd,
-            path,
-            O.RDONLY | O.NOFOLLOW,
-            0,
-            RESOLVE.IN_ROOT | RESOLVE.NO_MAGICLINKS,
-          );
-          return Promise.resolve(fdStream(driver, fd));
-        } catch (e) {
-          return Promise.reject(e);
-        }
-      },
-      close() {
-        if (!closed) {
-          closed = true;
-          libc.close(rootFd);
-        }
-        return Promise.resolve();
-      },
-    };
+    // Resolved by the kernel inside the layer: `..` and absolute links stay in it.
+    return dirFileGetter(driver.diffDir(id), driver.libc);
   },
 };

@@ -20,10 +20,12 @@ import { isIdentity, rootPair } from "./archive/idmap.ts";
 import type {
   Change,
   CreateOpts,
+  DiffOpts,
   Driver,
   DriverOptions,
   FileGetter,
   IDMap,
+  LayerTar,
   MountOpts,
   RemoveOpts,
 } from "./driver.ts";
@@ -36,7 +38,8 @@ import { isMountpoint, makePrivate, readMountinfo, unmountRetry } from "./mounts
 import { MountCounts } from "./refcount.ts";
 import { atomicRemove, ensureRemoveAll, sweepRemoving } from "./remove.ts";
 import { LayerStore } from "./store.ts";
-import { layerArchive } from "./layer_archive.ts";
+import { layerArchive, withSource } from "./layer_archive.ts";
+import { TarSplitStore } from "./tar_split_store.ts";
 
 /** What a backend is asked to mount: one layer's union. */
 export interface UnionMount {
@@ -118,12 +121,16 @@ export interface UnionBackend {
  * ```
  */
 export interface LayerArchive {
-  /** See `Driver.diff`. */
+  /**
+   * See `Driver.diff`. A stream without a `source` property counts as
+   * `"rebuilt"`; an implementation that reassembles the applied tar marks
+   * its stream with `withSource(stream, "original")`.
+   */
   diff(
     driver: UnionDriver,
     id: string,
     parent: string,
-    opts?: MountOpts,
+    opts?: DiffOpts,
   ): Promise<ReadableStream<Uint8Array>>;
   /** See `Driver.applyDiff`. */
   applyDiff(
@@ -259,6 +266,8 @@ export class UnionDriver implements Driver {
   readonly root: string;
   /** The metadata store (`layers/`, `incomplete/`). */
   readonly store: LayerStore;
+  /** The tar-split records of applied layers, `R/tar-split` (see `tar_split_store.ts`). */
+  readonly tarSplit: TarSplitStore;
   /** The system calls this driver makes. */
   readonly libc: Libc;
   /** Host ranges of container uids (empty: identity). */
@@ -293,6 +302,7 @@ export class UnionDriver implements Driver {
     this.#retries = opts.unmountRetries ?? 5;
     this.#retryDelayMs = opts.unmountRetryDelayMs ?? 100;
     this.store = new LayerStore(this.root);
+    this.tarSplit = new TarSplitStore(this.root);
     this.#locks = new LayerLocks(join(this.root, "locks"));
     this.#counts = new MountCounts(join(this.root, "counts"), (p) => backend.isMounted(p));
   }
@@ -600,6 +610,8 @@ export class UnionDriver implements Driver {
     return await this.#locks.withLayer(id, async () => {
       const chain = await this.store.parents(id);
       this.requireLayerDirs(id, "get", chain.length > 0);
+      // Held writable: the layer may change, so its tar no longer describes it.
+      if (!opts?.keepTarSplit) await this.tarSplit.remove(id);
       if (chain.length === 0) {
         const path = this.diffDir(id);
         await this.#counts.increment(id, null);
@@ -684,9 +696,9 @@ export class UnionDriver implements Driver {
     }
   }
 
-  /** See {@linkcode LayerArchive.diff}. */
-  diff(id: string, parent: string, opts?: MountOpts): Promise<ReadableStream<Uint8Array>> {
-    return this.#archive.diff(this, id, parent, opts);
+  /** See {@linkcode LayerArchive.diff}; the result says how the tar was made. */
+  async diff(id: string, parent: string, opts?: DiffOpts): Promise<LayerTar> {
+    return withSource(await this.#archive.diff(this, id, parent, opts), "rebuilt");
   }
 
   /** See {@linkcode LayerArchive.applyDiff}. */
@@ -788,6 +800,7 @@ export class UnionDriver implements Driver {
     const target = this.mountDir(id);
     await this.#unmountRetrying(id, target, "remove");
     await this.store.remove(id);
+    await this.tarSplit.remove(id);
     const dirs = [
       this.diffDir(id),
       target,

@@ -24,6 +24,7 @@ import { isIdentity, rootPair, toHost } from "./idmap.ts";
 import { cleanInRoot, Root } from "./root.ts";
 import { nameText, type TarHeader, TarType } from "./tar_header.ts";
 import { TarFormatError, TarParser, type TarSink } from "./tar_reader.ts";
+import type { TarSplitRecorder } from "./tar_split.ts";
 
 export type { IDMap } from "../driver.ts";
 export type { Libc } from "../../ffi/libc.ts";
@@ -57,6 +58,11 @@ export interface UntarOptions {
    * size without walking it again.
    */
   stats?: ExtractStats;
+  /**
+   * Record the tar's tar-split while extracting (same pass): the recorder
+   * sees every chunk and entry; see {@linkcode TarSplitRecorder}.
+   */
+  tarSplit?: TarSplitRecorder;
 }
 
 /**
@@ -760,17 +766,21 @@ export async function extractStream(
     prepareDest(absDest, libc, opts);
     root = new Root(absDest, { libc, forceFallback: opts.forceFallback });
     sink = makeSink(root);
-    const parser = new TarParser(sink);
+    const rec = opts.tarSplit;
+    const parser = new TarParser(rec ? rec.wrap(sink) : sink);
+    rec?.bind(parser);
     let bytes = 0;
     for (;;) {
       const chunk = await reader.next();
       if (chunk === null) break;
-      parser.push(chunk);
+      if (rec) rec.push(chunk);
+      else parser.push(chunk);
       reader.release(chunk);
       bytes += chunk.length;
       opts.onProgress?.(bytes, sink.entries);
     }
     parser.finish();
+    rec?.finish();
     sink.complete();
     if (opts.sync) root.syncfs();
   } catch (e) {

@@ -156,6 +156,10 @@ export class TarParser {
   #blockFill = 0;
   /** Stream offset of the current header block. */
   #headerOffset = 0;
+  /** Stream offset just past the last header block handed over (see `offset`). */
+  #at = 0;
+  /** Stream offset just past the end-of-archive marker, -1 before it is read. */
+  #endAt = -1;
   /** Body bytes left (Body state), or padding bytes left (Padding state). */
   #left = 0;
   #padAfter = 0;
@@ -181,6 +185,21 @@ export class TarParser {
   /** Whether the end-of-archive marker has been read (later bytes are ignored). */
   get done(): boolean {
     return this.#state === State.Done;
+  }
+
+  /**
+   * During the sink's `entry` call: the stream offset just past the entry's
+   * header block, i.e. where its body (if any) starts. Together with the
+   * positions of the `data` chunks this tells a caller which bytes of the
+   * stream are headers and padding (what tar-split records).
+   */
+  get offset(): number {
+    return this.#at;
+  }
+
+  /** Stream offset just past the end-of-archive marker; -1 until it has been read. */
+  get endOffset(): number {
+    return this.#endAt;
   }
 
   /**
@@ -236,6 +255,7 @@ export class TarParser {
           if (this.#blockFill === 0 && len - pos >= BLOCK) {
             this.#headerOffset = this.#base + pos;
             pos += BLOCK;
+            this.#at = this.#base + pos;
             this.#onBlock(chunk, pos - BLOCK);
           } else {
             if (this.#blockFill === 0) this.#headerOffset = this.#base + pos;
@@ -245,6 +265,7 @@ export class TarParser {
             pos += n;
             if (this.#blockFill === BLOCK) {
               this.#blockFill = 0;
+              this.#at = this.#base + pos;
               this.#onBlock(this.#block, 0);
             }
           }
@@ -299,7 +320,10 @@ export class TarParser {
   #onBlock(b: Uint8Array, at: number): void {
     const offset = this.#headerOffset;
     if (isZeroBlock(b, at)) {
-      this.#state = this.#state === State.SecondZero ? State.Done : State.SecondZero;
+      if (this.#state === State.SecondZero) {
+        this.#state = State.Done;
+        this.#endAt = this.#at;
+      } else this.#state = State.SecondZero;
       return;
     }
     if (this.#state === State.SecondZero) {
