@@ -15,7 +15,7 @@
 import { join } from "node:path";
 import { Errno, errnoOf } from "../ffi/libc.ts";
 import { LayerNotFoundError } from "./errors.ts";
-import { compareBytewise, layerIdProblem, REMOVING_SUFFIX } from "./ids.ts";
+import { compareBytewise, layerIdProblem, REMOVING_SUFFIX, TEMP_SUFFIX } from "./ids.ts";
 import { mountpointsUnder } from "./mounts.ts";
 import { MountCounts } from "./refcount.ts";
 import { atomicRemove, ensureRemoveAll } from "./remove.ts";
@@ -260,20 +260,29 @@ export async function checkRoot(
   }
 
   // tar-split records without a layer, and temp files of applies cut short.
-  const { records, other } = driver.tarSplit.list();
-  for (const id of records) {
-    if (layerIdProblem(id) === undefined && known.has(id)) continue;
-    const path = join(driver.tarSplit.dir, id + TAR_SPLIT_SUFFIX);
-    const f = add({ kind: "orphan-tar-split", path, detail: "tar-split record of no layer" });
+  // (A temp record beside an incomplete layer is part of it: removing the layer removes it.)
+  const { records, temps, other } = driver.tarSplit.list();
+  const incompleteIds = new Set(incomplete.map((m) => m.id));
+  const orphans = [
+    ...records.filter((id) => !completeSet.has(id) && !incompleteIds.has(id)).map((id) => ({
+      id,
+      name: id + TAR_SPLIT_SUFFIX,
+      detail: "tar-split record of no layer",
+    })),
+    ...temps.filter((id) => !incompleteIds.has(id)).map((id) => ({
+      id,
+      name: id + TAR_SPLIT_SUFFIX + TEMP_SUFFIX,
+      detail: "temp tar-split record left by an apply that did not finish",
+    })),
+  ];
+  for (const { id, name, detail } of orphans) {
+    const path = join(driver.tarSplit.dir, name);
+    const f = add({ kind: "orphan-tar-split", path, detail });
     if (repair) await repairOrphanRecord(driver, f, id, path);
   }
   for (const name of other) {
     const path = join(driver.tarSplit.dir, name);
-    const f = add({
-      kind: "orphan-tar-split",
-      path,
-      detail: "not a tar-split record (a temp file left by an apply that did not finish?)",
-    });
+    const f = add({ kind: "orphan-tar-split", path, detail: "not a tar-split record" });
     if (repair) await attempt(f, () => Deno.remove(path, { recursive: true }));
   }
 
@@ -365,7 +374,8 @@ async function repairOrphanRecord(
   path: string,
 ): Promise<void> {
   const remove = async () => {
-    if (await driver.store.exists(id) || await stillIncomplete(driver, id)) return false;
+    if (await stillIncomplete(driver, id)) return false;
+    if (!path.endsWith(TEMP_SUFFIX) && await driver.store.exists(id)) return false;
     if (!pathExists(path)) return false;
     await Deno.remove(path);
     return true;

@@ -11,9 +11,9 @@
  */
 
 import { join } from "node:path";
-import { isTempName, syncDir, tempName } from "./atomic_write.ts";
+import { syncDir } from "./atomic_write.ts";
 import { LayerError } from "./errors.ts";
-import { validateLayerId } from "./ids.ts";
+import { TEMP_SUFFIX, validateLayerId } from "./ids.ts";
 import { TarSplitRecorder } from "./archive/tar_split.ts";
 
 /** The directory under a driver root that holds the records. */
@@ -68,6 +68,15 @@ export class TarSplitStore {
     return join(this.dir, id + TAR_SPLIT_SUFFIX);
   }
 
+  /**
+   * Where the record of `id` is written until its apply succeeds (one apply
+   * of a layer at a time: the layer lock). A crash leaves it beside an
+   * incomplete layer, whose removal deletes it.
+   */
+  tempPathOf(id: string): string {
+    return this.pathOf(id) + TEMP_SUFFIX;
+  }
+
   /** Whether `id` has a record. */
   has(id: string): boolean {
     try {
@@ -89,17 +98,23 @@ export class TarSplitStore {
     }
   }
 
-  /** Delete the record of `id`, durably; none is not an error. Returns whether there was one. */
+  /**
+   * Delete the record of `id` (and a temp one left by a crash), durably;
+   * none is not an error. Returns whether there was a record.
+   */
   async remove(id: string): Promise<boolean> {
-    const path = this.pathOf(id);
-    try {
-      await Deno.remove(path);
-    } catch (e) {
-      if (isNotFound(e)) return false;
-      throw new LayerError(id, "remove tar-split record", path, e);
+    let removed = false;
+    for (const path of [this.pathOf(id), this.tempPathOf(id)]) {
+      try {
+        await Deno.remove(path);
+        removed ||= path === this.pathOf(id);
+      } catch (e) {
+        if (isNotFound(e)) continue;
+        throw new LayerError(id, "remove tar-split record", path, e);
+      }
+      await syncDir(this.dir);
     }
-    await syncDir(this.dir);
-    return true;
+    return removed;
   }
 
   /** Start writing a new record for `id` (into a temp file until committed). */
@@ -111,10 +126,10 @@ export class TarSplitStore {
       throw new LayerError(id, "make tar-split directory", this.dir, e);
     }
     const dir = this.dir;
-    const tmp = join(dir, tempName());
+    const tmp = this.tempPathOf(id);
     let file: Deno.FsFile;
     try {
-      file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+      file = await Deno.open(tmp, { write: true, create: true, truncate: true, mode: 0o600 });
     } catch (e) {
       throw new LayerError(id, "create tar-split record", tmp, e);
     }
@@ -177,12 +192,13 @@ export class TarSplitStore {
   }
 
   /**
-   * What the directory holds: `records` (layer ids with a record) and
-   * `other` (names that are neither: temp files of interrupted writes,
-   * anything else).
+   * What the directory holds: `records` (layer ids with a record), `temps`
+   * (layer ids with a record being written, or left by a crash) and `other`
+   * (names that are neither).
    */
-  list(): { records: string[]; other: string[] } {
+  list(): { records: string[]; temps: string[]; other: string[] } {
     const records: string[] = [];
+    const temps: string[] = [];
     const other: string[] = [];
     let names: string[] = [];
     try {
@@ -191,10 +207,12 @@ export class TarSplitStore {
       if (!isNotFound(e)) throw new Error(`list ${this.dir}: ${(e as Error).message}`);
     }
     for (const name of names) {
-      if (name.endsWith(TAR_SPLIT_SUFFIX) && !isTempName(name)) {
+      if (name.endsWith(TAR_SPLIT_SUFFIX)) {
         records.push(name.slice(0, -TAR_SPLIT_SUFFIX.length));
+      } else if (name.endsWith(TAR_SPLIT_SUFFIX + TEMP_SUFFIX)) {
+        temps.push(name.slice(0, -(TAR_SPLIT_SUFFIX + TEMP_SUFFIX).length));
       } else other.push(name);
     }
-    return { records, other };
+    return { records, temps, other };
   }
 }

@@ -362,7 +362,7 @@ Deno.test("a tar that names a path twice is applied, but keeps no record", async
     await d.applyDiff("a", "", streamOf(tar));
     assert.equal(await Deno.readTextFile(join(d.diffDir("a"), "f")), "one");
     assert.equal(d.tarSplit.has("a"), false);
-    assert.deepEqual(d.tarSplit.list().other, [], "no temp file left");
+    assert.deepEqual(d.tarSplit.list(), { records: [], temps: [], other: [] }, "no temp left");
   });
 });
 
@@ -372,7 +372,7 @@ Deno.test("a failed apply leaves no record and no temp file", async () => {
     await d.create("a", "");
     await assert.rejects(d.applyDiff("a", "", streamOf(tar)));
     assert.equal(d.tarSplit.has("a"), false);
-    assert.deepEqual(d.tarSplit.list(), { records: [], other: [] });
+    assert.deepEqual(d.tarSplit.list(), { records: [], temps: [], other: [] });
   });
 });
 
@@ -381,16 +381,21 @@ Deno.test("check reports records of no layer and temp leftovers; repair removes 
     await d.create("a", "");
     await d.applyDiff("a", "", streamOf(handTar()));
     await Deno.writeFile(d.tarSplit.pathOf("ghost"), new Uint8Array(1));
-    await Deno.writeFile(join(d.tarSplit.dir, ".0011223344556677.tmp"), new Uint8Array(1));
+    await Deno.writeFile(d.tarSplit.tempPathOf("a"), new Uint8Array(1));
+    await Deno.writeFile(join(d.tarSplit.dir, "junk"), new Uint8Array(1));
+    // A temp record of an incomplete layer belongs to that layer's finding.
+    await d.create("half", "", { incomplete: "import" });
+    await Deno.writeFile(d.tarSplit.tempPathOf("half"), new Uint8Array(1));
     const report = await checkRoot(d);
     const found = report.findings.filter((f) => f.kind === "orphan-tar-split");
     assert.deepEqual(found.map((f) => f.path).sort(), [
-      join(d.tarSplit.dir, ".0011223344556677.tmp"),
+      d.tarSplit.tempPathOf("a"),
       d.tarSplit.pathOf("ghost"),
+      join(d.tarSplit.dir, "junk"),
     ]);
     const repaired = await checkRoot(d, { repair: true });
     assert.ok(repaired.clean, JSON.stringify(repaired.findings));
-    assert.deepEqual(d.tarSplit.list(), { records: ["a"], other: [] });
+    assert.deepEqual(d.tarSplit.list(), { records: ["a"], temps: [], other: [] });
     await expectSource(d.diff("a", ""), "original");
   });
 });

@@ -759,10 +759,10 @@ function message(e: unknown): string {
 
 /**
  * The files of one directory, opened by tar entry name and confined to it:
- * names are cleaned, a name that climbs above the directory (`../x`) is
- * refused, and the kernel resolves the rest inside the directory
- * (`openat2` with `RESOLVE_IN_ROOT`, no magic links), so neither `..` nor a
+ * the kernel resolves names inside the directory (`openat2` with
+ * `RESOLVE_IN_ROOT`, no magic links), so neither `..` nor an absolute
  * symlink reaches a file outside. The last component is never followed.
+ * (Reassembly refuses names that climb above the root before opening.)
  *
  * @example
  * ```ts
@@ -793,20 +793,16 @@ export class DirFiles {
   }
 
   /**
-   * An fd of the file `name` (relative to the directory; a leading `/`
-   * counts as the directory), read-only. Throws {@linkcode TarSplitError}
-   * for a name outside the directory, `ErrnoError` when the open fails.
+   * An fd of the file `name`, read-only, resolved by the kernel as if the
+   * directory were `/` (a leading `/` and any `..` stay inside it). Throws
+   * `ErrnoError` when the open fails (ELOOP when the last component is a
+   * symlink).
    */
   open(name: string | Uint8Array): number {
     if (this.#fd < 0) throw new Error(`files of ${this.dir}: closed`);
-    const bytes = typeof name === "string" ? enc.encode(name) : name;
-    const rel = confinedName(bytes);
-    if (rel === null) {
-      throw new TarSplitError(this.dir, "path outside the layer", { entry: utf8.decode(bytes) });
-    }
     return this.libc.openat2(
       this.#fd,
-      rel,
+      name,
       O.RDONLY | O.NOFOLLOW | O.CLOEXEC,
       0,
       RESOLVE.IN_ROOT | RESOLVE.NO_MAGICLINKS,
@@ -977,8 +973,8 @@ export function assembleTar(
 
   /** Open the entry's file and check it against the record. */
   const openFile = async (e: Extract<TarSplitEntry, { type: 1 }>) => {
-    const name = e.name;
-    if (confinedName(name) === null) throw fail("path outside the layer", e);
+    const name = confinedName(e.name);
+    if (name === null) throw fail("path outside the layer", e);
     crc.reset();
     fileLeft = e.size;
     if (files) {
@@ -998,7 +994,7 @@ export function assembleTar(
     } else {
       let s: ReadableStream<Uint8Array>;
       try {
-        s = await getter.get(utf8.decode(name));
+        s = await getter.get(utf8.decode(e.name));
       } catch (err) {
         throw fail(`get: ${message(err)}`, e, err);
       }
