@@ -166,6 +166,21 @@ export const COMMANDS: readonly CommandSpec[] = [
     variadic: true,
   },
   {
+    name: "image",
+    synopsis: "import|export|pull|push|ls|inspect|rm ... [--name N] [--insecure] [--creds U:P]",
+    summary: "images: OCI layouts (oci:DIR[:TAG]) and registries in and out",
+    options: {
+      name: S,
+      insecure: B,
+      creds: S,
+      authfile: S,
+      jobs: S,
+    },
+    operands: ["SUBCOMMAND", "ARG"],
+    required: 1,
+    variadic: true,
+  },
+  {
     name: "cleanup",
     synopsis: "",
     summary: "unmount every layer",

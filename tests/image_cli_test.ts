@@ -1,0 +1,81 @@
+/**
+ * `strata image import|export|ls|inspect|rm` end to end as a subprocess, and
+ * umoci (an independent OCI implementation) unpacking what strata exports to
+ * the same tree strata mounts.
+ */
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { runCommand } from "./support/run.ts";
+import { ok, toolsPresent, withCliRoot } from "./support/image_cli.ts";
+import { buildImage, treeOf, writeLayout } from "./support/oci_build.ts";
+
+const BASE = { "etc/os": "cli\n", "usr/bin/tool": "t\n", "tmp/old": "o\n" };
+const umoci = toolsPresent("image_cli_test", ["umoci"]);
+
+Deno.test("strata image import, ls, inspect, export (same manifest digest), rm", async () => {
+  await withCliRoot(async (strata, dir) => {
+    const img = await buildImage([
+      { files: BASE },
+      { files: { "tmp/old": null, "app": "a\n" }, compression: "zstd" },
+    ]);
+    const src = join(dir, "src");
+    await writeLayout(src, img, "v1");
+    const imported = JSON.parse(
+      ok(await strata("--json", "image", "import", `oci:${src}:v1`, "--name", "demo:v1")),
+    );
+    assert.equal(imported.image.digest, img.manifest.digest);
+    const ls = JSON.parse(ok(await strata("--json", "image", "ls")));
+    assert.deepEqual(ls.images.map((i: { names: string[] }) => i.names), [["demo:v1"]]);
+    const inspect = JSON.parse(ok(await strata("--json", "image", "inspect", "demo:v1")));
+    assert.equal(inspect.layers.length, 2);
+    assert.equal(inspect.layers[0].diffId, img.layers[0].diffId);
+    assert.equal(inspect.config.config.Labels.test, "strata");
+    const out = join(dir, "out");
+    assert.equal(
+      ok(await strata("image", "export", "demo:v1", `oci:${out}:v1`)).trim(),
+      img.manifest.digest,
+    );
+    const index = JSON.parse(await Deno.readTextFile(join(out, "index.json")));
+    assert.equal(index.manifests[0].digest, img.manifest.digest);
+    // Unknown image, bad reference: one-line errors, exit 1 / 2.
+    const missing = await strata("image", "inspect", "nope");
+    assert.equal(missing.code, 1);
+    assert.match(missing.err, /image "nope": not found/);
+    const usage = await strata("image", "frobnicate");
+    assert.equal(usage.code, 2);
+    const rm = JSON.parse(ok(await strata("--json", "image", "rm", "demo:v1")));
+    assert.equal(rm.layers.length, 2);
+    assert.equal(ok(await strata("layers")), "");
+    assert.deepEqual(JSON.parse(ok(await strata("--json", "image", "ls"))).images, []);
+  });
+});
+
+Deno.test({
+  name: "umoci unpacks strata's OCI export to the tree strata mounts",
+  ignore: !umoci,
+  fn: async () => {
+    await withCliRoot(async (strata, dir) => {
+      const img = await buildImage([
+        { files: BASE },
+        { files: { "tmp/old": null, "etc/os": "v2\n", "srv/x": "x\n" } },
+      ]);
+      const src = join(dir, "src");
+      await writeLayout(src, img, "t");
+      ok(await strata("image", "import", `oci:${src}:t`, "--name", "u"));
+      const out = join(dir, "out");
+      ok(await strata("image", "export", "u", `oci:${out}:t`));
+      const bundle = join(dir, "bundle");
+      const r = await runCommand("umoci", ["unpack", "--image", `${out}:t`, bundle]);
+      assert.equal(r.code, 0, r.err);
+      const inspect = JSON.parse(ok(await strata("--json", "image", "inspect", "u")));
+      const top = inspect.layers[1].layer;
+      const mnt = ok(await strata("mount", top)).trim();
+      try {
+        assert.deepEqual(await treeOf(join(bundle, "rootfs")), await treeOf(mnt));
+      } finally {
+        ok(await strata("umount", top));
+      }
+    });
+  },
+});
