@@ -73,3 +73,28 @@ export {
   parseManifestOrIndex,
   pickPlatform,
 } from "./lib/image/manifest.ts";
+export {
+  pullImage,
+  type PullResult,
+  pushImage,
+  type PushResult,
+  type TransferOptions,
+} from "./lib/image/pull.ts";
+export { commitLayer, type CommitOptions, imageTopLayer } from "./lib/image/commit.ts";
+export {
+  type Credentials,
+  credentialsFromAuthFile,
+  MANIFEST_ACCEPT,
+  parseChallenge,
+  RegistryClient,
+  RegistryError,
+  type RegistryOptions,
+  type RequestBody,
+  type RequestOptions,
+} from "./lib/image/registry.ts";
+export {
+  formatImageRef,
+  type ImageRef,
+  isLoopbackHost,
+  parseImageRef,
+} from "./lib/image/reference.ts";

@@ -86,9 +86,9 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: "create",
-    synopsis: "ID [--parent P] [--rw] [--label L]",
-    summary: "create a layer on parent P (none: a base layer)",
-    options: { parent: S, rw: B, label: S },
+    synopsis: "ID [--parent P | --image IMAGE] [--rw] [--label L]",
+    summary: "create a layer on parent P or on an image's top layer (none: a base layer)",
+    options: { parent: S, image: S, rw: B, label: S },
     operands: ["ID"],
     required: 1,
   },
@@ -179,6 +179,14 @@ export const COMMANDS: readonly CommandSpec[] = [
     operands: ["SUBCOMMAND", "ARG"],
     required: 1,
     variadic: true,
+  },
+  {
+    name: "commit",
+    synopsis: "LAYER IMAGE",
+    summary: "make image IMAGE from the layer's changes on top of its parent image",
+    options: {},
+    operands: ["LAYER", "IMAGE"],
+    required: 2,
   },
   {
     name: "cleanup",

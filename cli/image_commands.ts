@@ -6,7 +6,9 @@
  * @module
  */
 
+import { commitLayer, imageTopLayer } from "../lib/image/commit.ts";
 import { imageDocuments } from "../lib/image/ingest.ts";
+import { pullImage, pushImage, type TransferOptions } from "../lib/image/pull.ts";
 import { exportOciLayout, importOciLayout, parseOciRef } from "../lib/image/oci_layout.ts";
 import { ImageStore, layerIdOf } from "../lib/image/store.ts";
 import { UsageError } from "./args.ts";
@@ -85,6 +87,72 @@ async function imageExport(ctx: Context, image: string, ref: string): Promise<Re
   return { json: { manifest: desc }, text: [desc.digest] };
 }
 
+/** Registry options from the flags: --insecure, --creds USER:PASS, --authfile F, --jobs N. */
+function transferOptions(ctx: Context, verb: string): TransferOptions {
+  const opts: TransferOptions = {
+    insecure: ctx.flags.insecure === true,
+    authFile: stringFlag(ctx, "authfile"),
+    onProgress: layerProgress(ctx, verb),
+  };
+  const creds = stringFlag(ctx, "creds");
+  if (creds !== undefined) {
+    const colon = creds.indexOf(":");
+    if (colon <= 0) throw new UsageError("--creds must be USER:PASSWORD", "strata image --help");
+    opts.credentials = { username: creds.slice(0, colon), password: creds.slice(colon + 1) };
+  }
+  const jobs = stringFlag(ctx, "jobs");
+  if (jobs !== undefined) {
+    const n = Number(jobs);
+    if (!Number.isInteger(n) || n < 1 || n > 32) {
+      throw new UsageError("--jobs must be a whole number from 1 to 32", "strata image --help");
+    }
+    opts.jobs = n;
+  }
+  return opts;
+}
+
+async function imagePull(ctx: Context, ref: string): Promise<Result> {
+  const store = await ImageStore.open(ctx.driver);
+  const r = await pullImage(store, ref, transferOptions(ctx, "pull"));
+  const fetched = r.layers.reduce((n, l) => n + l.downloaded, 0);
+  return {
+    json: { image: r.image, layers: r.layers },
+    text: [r.image.digest],
+    note: [
+      `pulled ${r.image.names[0]}: ${r.layers.length} layer(s), ${humanBytes(fetched)} downloaded`,
+    ],
+  };
+}
+
+async function imagePush(ctx: Context, image: string, ref: string): Promise<Result> {
+  const store = await ImageStore.open(ctx.driver);
+  const r = await pushImage(store, image, ref, transferOptions(ctx, "push"));
+  const count = (how: string) => r.blobs.filter((b) => b.how === how).length;
+  return {
+    json: r,
+    text: [r.digest],
+    note: [
+      `pushed ${ref}: ${count("uploaded")} blob(s) uploaded, ${count("mounted")} mounted, ${
+        count("exists")
+      } already there`,
+    ],
+  };
+}
+
+/** `strata commit LAYER IMAGE`: a new image from the layer's diff against its parent. */
+export const commit: Handler = async (ctx) => {
+  const [layer, name] = ctx.operands;
+  ctx.setLayer(layer);
+  const store = await ImageStore.open(ctx.driver);
+  const img = await commitLayer(store, layer, name);
+  return { json: { image: img }, text: [img.digest], note: [`committed ${layer} as ${name}`] };
+};
+
+/** The top layer of image `ref`, for `strata create NAME --image IMAGE`. */
+export async function imageParent(ctx: Context, ref: string): Promise<string> {
+  return await imageTopLayer(await ImageStore.open(ctx.driver), ref);
+}
+
 async function imageLs(ctx: Context): Promise<Result> {
   const store = await ImageStore.open(ctx.driver);
   const images = await store.images();
@@ -136,6 +204,10 @@ export const image: Handler = async (ctx) => {
       return await imageImport(ctx, rest[0]);
     case "export":
       return await imageExport(ctx, rest[0], rest[1]);
+    case "pull":
+      return await imagePull(ctx, rest[0]);
+    case "push":
+      return await imagePush(ctx, rest[0], rest[1]);
     case "ls":
       return await imageLs(ctx);
     case "inspect":
@@ -143,6 +215,6 @@ export const image: Handler = async (ctx) => {
     case "rm":
       return await imageRm(ctx, rest[0]);
     default:
-      throw new UsageError(`image ${sub}: not available yet`, "strata image --help");
+      throw new UsageError(`image ${sub}: unknown`, "strata image --help");
   }
 };

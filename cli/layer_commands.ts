@@ -6,7 +6,9 @@
  */
 
 import { LayerError, LayerInUseError, LayerNotFoundError, validateLayerId } from "../mod.ts";
+import { UsageError } from "./args.ts";
 import { type Handler, requireLayer, stringFlag } from "./context.ts";
+import { imageParent } from "./image_commands.ts";
 import { humanBytes, type Result, table } from "./output.ts";
 
 /** `strata status`: the backend and its facts. */
@@ -69,7 +71,13 @@ export const layers: Handler = async (ctx) => {
 export const create: Handler = async (ctx) => {
   const id = ctx.operands[0];
   ctx.setLayer(id);
-  const parent = stringFlag(ctx, "parent") ?? "";
+  const image = stringFlag(ctx, "image");
+  if (image !== undefined && stringFlag(ctx, "parent") !== undefined) {
+    throw new UsageError("create: give --parent or --image, not both", "strata create --help");
+  }
+  const parent = image !== undefined
+    ? await imageParent(ctx, image)
+    : stringFlag(ctx, "parent") ?? "";
   const rw = ctx.flags.rw === true;
   const mountLabel = stringFlag(ctx, "label");
   validateLayerId(id);

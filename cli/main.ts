@@ -12,7 +12,7 @@ import { helpText, type Invocation, parseCommandLine } from "./args.ts";
 import { check } from "./check_command.ts";
 import type { Context, Handler } from "./context.ts";
 import { describeError, type ErrorContext } from "./errors.ts";
-import { image } from "./image_commands.ts";
+import { commit, image } from "./image_commands.ts";
 import { importTars } from "./import_command.ts";
 import * as layer from "./layer_commands.ts";
 import { layerView } from "./layer_view.ts";
@@ -38,6 +38,7 @@ const HANDLERS: Record<string, Handler> = {
   "diff-size": tar.diffSize,
   import: importTars,
   image,
+  commit,
   check,
 };
 

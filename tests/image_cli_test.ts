@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { runCommand } from "./support/run.ts";
 import { ok, toolsPresent, withCliRoot } from "./support/image_cli.ts";
 import { buildImage, treeOf, writeLayout } from "./support/oci_build.ts";
+import { withRegistry } from "./support/registry.ts";
 
 const BASE = { "etc/os": "cli\n", "usr/bin/tool": "t\n", "tmp/old": "o\n" };
 const umoci = toolsPresent("image_cli_test", ["umoci"]);
@@ -76,6 +77,65 @@ Deno.test({
       } finally {
         ok(await strata("umount", top));
       }
+    });
+  },
+});
+
+const registry = toolsPresent("image_cli_test", ["docker-registry", "skopeo"]);
+
+Deno.test({
+  name:
+    "strata image pull → create --image → mount → change → umount → commit → image push; a fresh root pulls the same tree",
+  ignore: !registry,
+  fn: async () => {
+    await withRegistry(async ({ host, dir: regDir }) => {
+      const img = await buildImage([{ files: BASE }]);
+      const layout = join(regDir, "layout");
+      await writeLayout(layout, img, "t");
+      const sk = await runCommand("skopeo", [
+        "--insecure-policy",
+        "copy",
+        "--dest-tls-verify=false",
+        `oci:${layout}:t`,
+        `docker://${host}/base:1`,
+      ]);
+      assert.equal(sk.code, 0, sk.err);
+      let tree: string[] = [];
+      await withCliRoot(async (strata) => {
+        ok(await strata("image", "pull", `${host}/base:1`));
+        ok(await strata("create", "ctr", "--image", `${host}/base:1`));
+        const mnt = ok(await strata("mount", "ctr")).trim();
+        try {
+          await Deno.writeTextFile(join(mnt, "etc/os"), "changed\n");
+          await Deno.remove(join(mnt, "tmp/old"));
+          await Deno.writeTextFile(join(mnt, "new"), "n\n");
+          tree = await treeOf(mnt);
+        } finally {
+          ok(await strata("umount", "ctr"));
+        }
+        const committed = JSON.parse(ok(await strata("--json", "commit", "ctr", "app:2")));
+        assert.equal(committed.image.layers.length, 2);
+        const pushed = JSON.parse(
+          ok(await strata("--json", "image", "push", "app:2", `${host}/app:2`)),
+        );
+        assert.equal(pushed.digest, committed.image.digest);
+        // The base layer was already in the registry (another repository): mounted.
+        assert.deepEqual(pushed.blobs.map((b: { how: string }) => b.how), [
+          "mounted",
+          "uploaded",
+          "uploaded",
+        ]);
+      });
+      await withCliRoot(async (strata) => {
+        const pulled = JSON.parse(ok(await strata("--json", "image", "pull", `${host}/app:2`)));
+        const top = pulled.image.layers[1].slice(7);
+        const mnt = ok(await strata("mount", top)).trim();
+        try {
+          assert.deepEqual(await treeOf(mnt), tree);
+        } finally {
+          ok(await strata("umount", top));
+        }
+      });
     });
   },
 });
