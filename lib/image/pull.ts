@@ -20,7 +20,7 @@ import { chainIds, digestHex, DigestMismatchError } from "./digest.ts";
 import { imageDocuments, ingestLayer, type LayerProgress } from "./ingest.ts";
 import { type Manifest, parseConfig, parseManifestOrIndex, pickPlatform } from "./manifest.ts";
 import { formatImageRef, parseImageRef } from "./reference.ts";
-import { RegistryClient, type RegistryOptions } from "./registry.ts";
+import { RegistryClient, RegistryError, type RegistryOptions } from "./registry.ts";
 import type { Descriptor, ImageRecord, ImageStore, Platform } from "./store.ts";
 
 /** Options of {@linkcode pullImage} and {@linkcode pushImage}. */
@@ -137,7 +137,9 @@ async function downloadBlob(
       if (have < desc.size) throw new Error(`connection ended at byte ${have} of ${desc.size}`);
       break;
     } catch (e) {
-      if (e instanceof DigestMismatchError || signal?.aborted || attempt >= attempts) {
+      // Only broken connections are retried here (the client already retried 5xx).
+      const fatal = e instanceof DigestMismatchError || e instanceof RegistryError;
+      if (fatal || signal?.aborted || attempt >= attempts) {
         if (e instanceof DigestMismatchError) await Deno.remove(partial).catch(() => {});
         throw e instanceof DigestMismatchError
           ? e
