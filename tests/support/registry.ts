@@ -25,11 +25,18 @@ export function freePort(): number {
   return port;
 }
 
-/** Run `fn` with a fresh registry; with `auth`, only that user gets in. */
-export async function withRegistry(
-  fn: (r: TestRegistry) => Promise<void>,
+/** A registry started by {@linkcode startRegistry}; `stop()` ends it and removes its dir. */
+export interface StartedRegistry extends TestRegistry {
+  /** Kill the registry, wait for it, remove its dir. */
+  stop(): Promise<void>;
+  /** What the registry printed on stderr so far (after stop). */
+  log(): Promise<string>;
+}
+
+/** Start a fresh registry; with `auth`, only that user gets in. Call `stop()` in a finally. */
+export async function startRegistry(
   auth?: { username: string; password: string },
-): Promise<void> {
+): Promise<StartedRegistry> {
   const dir = await Deno.makeTempDir({ prefix: "strata-registry-" });
   const port = freePort();
   const host = `127.0.0.1:${port}`;
@@ -66,32 +73,50 @@ ${authConf}`,
     stdout: "null",
     stderr: "piped",
   }).spawn();
-  const errText = new Response(child.stderr).text();
-  try {
-    let up = false;
-    for (let i = 0; i < 100 && !up; i++) {
-      try {
-        const res = await fetch(`http://${host}/v2/`);
-        await res.body?.cancel();
-        up = res.status === 200 || res.status === 401;
-      } catch {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    }
-    if (!up) throw new Error(`docker-registry did not come up on ${host}`);
-    await fn({ host, dir });
-  } catch (e) {
-    child.kill("SIGKILL");
-    const err = await errText;
-    throw err.trim()
-      ? new Error(`${(e as Error).message}\nregistry log: ${err.slice(-2000)}`, { cause: e })
-      : e;
-  } finally {
+  const errText = new Response(child.stderr).text().catch(() => "");
+  let stopped = false;
+  const stop = async () => {
+    if (stopped) return;
+    stopped = true;
     try {
       child.kill("SIGTERM");
     } catch { /* already gone */ }
     await child.status;
-    await errText.catch(() => "");
+    await errText;
     await Deno.remove(dir, { recursive: true });
+  };
+  let up = false;
+  for (let i = 0; i < 100 && !up; i++) {
+    try {
+      const res = await fetch(`http://${host}/v2/`);
+      await res.body?.cancel();
+      up = res.status === 200 || res.status === 401;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  if (!up) {
+    await stop();
+    throw new Error(`docker-registry did not come up on ${host}: ${(await errText).slice(-1000)}`);
+  }
+  return { host, dir, stop, log: () => errText };
+}
+
+/** Run `fn` with a fresh registry; with `auth`, only that user gets in. */
+export async function withRegistry(
+  fn: (r: TestRegistry) => Promise<void>,
+  auth?: { username: string; password: string },
+): Promise<void> {
+  const reg = await startRegistry(auth);
+  try {
+    await fn(reg);
+  } catch (e) {
+    await reg.stop();
+    const err = await reg.log();
+    throw err.trim()
+      ? new Error(`${(e as Error).message}\nregistry log: ${err.slice(-2000)}`, { cause: e })
+      : e;
+  } finally {
+    await reg.stop();
   }
 }
