@@ -5,7 +5,8 @@
  * reads of `/proc`, which Deno itself would only allow with `--allow-all`),
  * `--allow-read`/`--allow-write` (the root, tars), `--allow-env` (`STRATA_ROOT`,
  * `TMPDIR`) and `--allow-run=modprobe,auplink` (the kernel module probe and
- * aufs's unmount flush; both optional, their failure is ignored).
+ * aufs's unmount flush; both optional, their failure is ignored), and
+ * `--allow-net` (`strata image pull/push` talk to registries).
  *
  * `deno compile` downloads the `denort` runtime for the target on first use.
  * Without network that fails with a long backtrace; this script turns it into
@@ -23,6 +24,7 @@ export const PERMISSIONS = [
   "--allow-write",
   "--allow-env",
   "--allow-run=modprobe,auplink",
+  "--allow-net",
 ] as const;
 
 /** True when `deno compile`'s stderr says the runtime download failed. */

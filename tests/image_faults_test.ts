@@ -107,6 +107,28 @@ Deno.test("fault: passing 500s are retried with backoff; Bearer token auth from 
   });
 });
 
+Deno.test("an AbortSignal stops a pull: nothing half-made is left but the resumable download", async () => {
+  const img = await image();
+  const big = img.layers[1].digest;
+  await withFakeRegistry(img, "f/app", "1", { trickleMs: { [big]: 20 } }, async (reg) => {
+    await withImageStore(async (store, driver) => {
+      const ac = new AbortController();
+      // Abort once part of the big blob has arrived.
+      const onProgress = (p: { index: number; done: number }) => {
+        if (p.index === 1 && p.done > 8000) ac.abort(new Error("stop"));
+      };
+      await assert.rejects(
+        () => pullImage(store, `${reg.host}/f/app:1`, { signal: ac.signal, onProgress }),
+        /stop/,
+      );
+      assert.ok(!(await driver.listLayers()).includes(layerIdOf(img.layers[1].diffId)));
+      assert.deepEqual(await driver.store.incomplete(), []);
+      assert.deepEqual(await store.images(), []);
+      assert.deepEqual(await files(store.tmpDir), [`${big.slice(7)}.partial`]);
+    });
+  });
+});
+
 Deno.test("fault: kill -9 during a pull leaves what check finds clean; the next pull resumes the download", async () => {
   const img = await image();
   const big = img.layers[1].digest;

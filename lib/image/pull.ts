@@ -33,6 +33,8 @@ export interface TransferOptions extends RegistryOptions {
   platform?: Platform;
   /** Connection-level retries of one blob download, resuming where it broke (default 4). */
   blobAttempts?: number;
+  /** Blobs larger than this are uploaded in chunks of this size (default 16 MiB). */
+  chunkSize?: number;
 }
 
 /** What {@linkcode pullImage} did. */
@@ -379,7 +381,7 @@ export async function pushImage(
           });
         }
         return buf;
-      });
+      }, opts.chunkSize);
     } finally {
       f.close();
     }
