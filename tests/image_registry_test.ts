@@ -144,7 +144,14 @@ Deno.test({
         assert.equal(pushed.digest, img.manifest.digest);
         assert.deepEqual(pushed.blobs.map((b) => b.how), ["uploaded", "uploaded", "uploaded"]);
         const out = join(dir, "out");
-        await skopeo("copy", "--src-tls-verify=false", `docker://${host}/pushed:1`, `oci:${out}:1`);
+        await skopeo(
+          "copy",
+          "--preserve-digests",
+          "--dest-oci-accept-uncompressed-layers",
+          "--src-tls-verify=false",
+          `docker://${host}/pushed:1`,
+          `oci:${out}:1`,
+        );
         const index = JSON.parse(await Deno.readTextFile(join(out, "index.json")));
         assert.equal(index.manifests[0].digest, img.manifest.digest);
         const manifest = JSON.parse(

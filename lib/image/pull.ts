@@ -118,6 +118,7 @@ async function downloadBlob(
         await f.truncate(have);
         await f.seek(have, Deno.SeekMode.Start);
         for await (const chunk of body) {
+          signal?.throwIfAborted(); // fetch's signal does not always reach a body being read
           if (have + chunk.length > desc.size) {
             throw new DigestMismatchError(
               what,
