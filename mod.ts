@@ -65,6 +65,7 @@ export {
 // The driver interface and registry
 export { AUTO_ORDER, driverNames, openDriver, registerDriver } from "./lib/driver.ts";
 export type {
+  ApplyDiffOpts,
   Change,
   CreateOpts,
   DiffOpts,
@@ -113,6 +114,14 @@ export type { ChangesDirsOptions, LayerChangesOptions } from "./lib/archive/chan
 export { exportChanges } from "./lib/archive/export.ts";
 export type { ExportChangesOptions } from "./lib/archive/export.ts";
 export { changesSize, directorySize } from "./lib/archive/size.ts";
+export {
+  decompressed,
+  decompressFd,
+  decompressor,
+  detectCompression,
+  UnsupportedCompressionError,
+} from "./lib/compression.ts";
+export type { Compression, DecompressFdOptions, ReadableCompression } from "./lib/compression.ts";
 export { readTar, TarFormatError, TarParser } from "./lib/archive/tar_reader.ts";
 export type { TarSink } from "./lib/archive/tar_reader.ts";
 export { encodeHeader, END_OF_ARCHIVE, padding, TarEncodeError } from "./lib/archive/tar_writer.ts";

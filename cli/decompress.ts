@@ -1,151 +1,125 @@
 /**
- * Layer tars arrive plain or gzip-compressed; the format is told by the first
- * bytes, not by a file name. gzip is undone with the built-in
- * `DecompressionStream`; zstd, xz and bzip2 are recognised and refused with an
- * error that names the format and the command that undoes it.
+ * The CLI's tar input: a file or stdin, plain, gzip or zstd (told by the
+ * first bytes, see `lib/compression.ts`). A plain file is handed on as its
+ * own byte stream, so extraction reads it with BYOB reads into reused
+ * buffers; compressed input is inflated on the second core by a worker that
+ * reads the descriptor itself. xz and bzip2 are refused with the tool that
+ * undoes them.
  *
  * @module
  */
 
-/** Compression formats recognised by their magic bytes. */
-export type Compression = "none" | "gzip" | "zstd" | "xz" | "bzip2";
+import { AT, type Libc, O, systemLibc } from "../ffi/libc.ts";
+import {
+  type Compression,
+  decompressed,
+  decompressFd,
+  detectCompression,
+  type ReadableCompression,
+  SNIFF_BYTES,
+  UnsupportedCompressionError,
+} from "../lib/compression.ts";
 
-/** The input is compressed in a format strata does not read. */
-export class UnsupportedCompressionError extends Error {
-  /** The recognised format. */
-  readonly format: Compression;
-  /** `source` names the input (a file, or `stdin`). */
-  constructor(source: string, format: Compression, tool: string) {
-    super(
-      `${source} is ${format}-compressed: strata reads plain or gzip tars; ` +
-        `decompress it first (${tool})`,
-    );
-    this.name = "UnsupportedCompressionError";
-    this.format = format;
-  }
+export { type Compression, decompressed, detectCompression, UnsupportedCompressionError };
+
+/** An opened tar input. */
+export interface TarInput {
+  /** The uncompressed tar (a byte stream). */
+  stream: ReadableStream<Uint8Array>;
+  /** How the input was compressed. */
+  format: Compression;
 }
 
-const BLOCK = 512;
-
-function startsWith(buf: Uint8Array, magic: readonly number[]): boolean {
-  return buf.length >= magic.length && magic.every((b, i) => buf[i] === b);
-}
-
-/** True when the first 512 bytes are a tar header with a valid checksum. */
-function isTarHeader(buf: Uint8Array): boolean {
-  if (buf.length < BLOCK) return false;
-  const field = new TextDecoder().decode(buf.subarray(148, 156)).replace(/\0.*$/s, "").trim();
-  if (!/^[0-7]+$/.test(field)) return false;
-  let sum = 0;
-  for (let i = 0; i < BLOCK; i++) sum += i >= 148 && i < 156 ? 0x20 : buf[i];
-  return sum === parseInt(field, 8);
-}
-
-/**
- * Tell the compression of a stream from its first bytes (up to 512). A valid
- * tar header wins over any magic (a tar may start with a file named `BZh...`).
- *
- * @example
- * ```ts
- * import { detectCompression } from "./decompress.ts";
- * console.log(detectCompression(new Uint8Array([0x1f, 0x8b, 8, 0]))); // gzip
- * ```
- */
-export function detectCompression(head: Uint8Array): Compression {
-  if (isTarHeader(head)) return "none";
-  if (startsWith(head, [0x1f, 0x8b])) return "gzip";
-  if (startsWith(head, [0x28, 0xb5, 0x2f, 0xfd])) return "zstd";
-  if (startsWith(head, [0xfd, 0x37, 0x7a, 0x58, 0x5a, 0x00])) return "xz";
-  if (
-    startsWith(head, [0x42, 0x5a, 0x68]) && head.length >= 4 && head[3] >= 0x31 && head[3] <= 0x39
-  ) {
-    return "bzip2";
-  }
-  return "none";
-}
-
-const TOOLS: Record<string, string> = { zstd: "zstd -d", xz: "xz -d", bzip2: "bunzip2" };
-
-/** Read up to `want` bytes from `reader` (fewer at end of stream). */
-async function peek(
-  reader: ReadableStreamDefaultReader<Uint8Array>,
-  want: number,
-): Promise<Uint8Array[]> {
-  const chunks: Uint8Array[] = [];
+/** Read up to `want` bytes from the current position of `fd`. */
+function readHead(libc: Libc, fd: number, want: number): Uint8Array {
+  const head = new Uint8Array(want);
   let have = 0;
   while (have < want) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    have += value.length;
+    const n = libc.read(fd, head.subarray(have));
+    if (n === 0) break;
+    have += n;
   }
-  return chunks;
-}
-
-function concat(chunks: Uint8Array[], limit: number): Uint8Array {
-  const total = Math.min(limit, chunks.reduce((n, c) => n + c.length, 0));
-  const out = new Uint8Array(total);
-  let off = 0;
-  for (const c of chunks) {
-    if (off >= total) break;
-    const part = c.subarray(0, total - off);
-    out.set(part, off);
-    off += part.length;
-  }
-  return out;
+  return head.subarray(0, have);
 }
 
 /**
- * The uncompressed tar of `input`: passed through when plain, gunzipped when
- * gzip; throws {@linkcode UnsupportedCompressionError} for zstd, xz, bzip2.
- * `source` names the input in messages.
+ * A byte stream of `head` then what `read(2)` gives on `fd` (stdin, a
+ * pipe): each BYOB read is filled straight from the descriptor.
+ */
+function fdBytes(libc: Libc, fd: number, head: Uint8Array): ReadableStream<Uint8Array> {
+  let rest = head;
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: 1 << 20,
+    pull(controller) {
+      const req = controller.byobRequest!;
+      const view = new Uint8Array(req.view!.buffer, req.view!.byteOffset, req.view!.byteLength);
+      if (rest.length > 0) {
+        const n = Math.min(rest.length, view.length);
+        view.set(rest.subarray(0, n));
+        rest = rest.subarray(n);
+        req.respond(n);
+        return;
+      }
+      const n = libc.read(fd, view);
+      if (n === 0) {
+        controller.close();
+        req.respond(0);
+        return;
+      }
+      req.respond(n);
+    },
+  });
+}
+
+/**
+ * Open `source` (a path, or `-` for stdin) as an uncompressed tar stream.
+ * Throws {@linkcode UnsupportedCompressionError} for xz and bzip2, and an
+ * error naming the path when it cannot be opened.
  *
  * @example
  * ```ts
- * import { decompressed } from "./decompress.ts";
- * const file = await Deno.open("layer.tar.gz");
- * const { stream, format } = await decompressed(file.readable, "layer.tar.gz");
- * console.log(format); // gzip
+ * import { openTarInput } from "./decompress.ts";
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeFile(path, new Uint8Array(1024)); // an empty tar
+ * const { stream, format } = await openTarInput(path);
+ * console.log(format); // none
  * await stream.cancel();
  * ```
  */
-export async function decompressed(
-  input: ReadableStream<Uint8Array>,
-  source: string,
-): Promise<{ stream: ReadableStream<Uint8Array>; format: Compression }> {
-  const reader = input.getReader();
-  let chunks: Uint8Array[];
+export async function openTarInput(source: string, libc: Libc = systemLibc()): Promise<TarInput> {
+  const name = source === "-" ? "stdin" : source;
+  let fd = 0;
+  if (source !== "-") {
+    try {
+      fd = libc.openat(AT.FDCWD, source, O.RDONLY | O.CLOEXEC);
+    } catch (e) {
+      throw new Error(`open ${source}: ${(e as Error).message}`, { cause: e });
+    }
+  }
+  let handedOn = false;
   try {
-    chunks = await peek(reader, BLOCK);
-  } catch (e) {
-    reader.releaseLock();
-    throw e;
+    const head = readHead(libc, fd, SNIFF_BYTES);
+    const format = detectCompression(head);
+    if (format === "xz" || format === "bzip2") throw new UnsupportedCompressionError(name, format);
+    if (format === "gzip" || format === "zstd") {
+      handedOn = true;
+      const stream = decompressFd(fd, format as ReadableCompression, {
+        head,
+        closeFd: source !== "-",
+        source: name,
+        libc,
+      });
+      return { stream, format };
+    }
+    if (source === "-") {
+      handedOn = true;
+      return { stream: fdBytes(libc, fd, head), format };
+    }
+    // A plain file: Deno's own byte stream from the start (async reads, BYOB).
+    const file = await Deno.open(source, { read: true });
+    return { stream: file.readable, format };
+  } finally {
+    if (!handedOn && source !== "-") libc.close(fd);
   }
-  const format = detectCompression(concat(chunks, BLOCK));
-  if (format !== "none" && format !== "gzip") {
-    await reader.cancel().catch(() => {});
-    throw new UnsupportedCompressionError(source, format, TOOLS[format]);
-  }
-  const replay = new ReadableStream<Uint8Array>({
-    pull: async (controller) => {
-      const next = chunks.shift();
-      if (next) {
-        controller.enqueue(next);
-        return;
-      }
-      const { value, done } = await reader.read();
-      if (done) controller.close();
-      else controller.enqueue(value);
-    },
-    cancel: (reason) => reader.cancel(reason),
-  });
-  if (format === "gzip") {
-    return {
-      stream: replay.pipeThrough(
-        new DecompressionStream("gzip") as TransformStream<Uint8Array, Uint8Array>,
-      ),
-      format,
-    };
-  }
-  return { stream: replay, format };
 }

@@ -8,7 +8,7 @@
 import { dirname, join } from "node:path";
 import { UsageError } from "./args.ts";
 import { type Handler, parentOf, progressFor, requireLayer, stringFlag } from "./context.ts";
-import { decompressed } from "./decompress.ts";
+import { openTarInput } from "./decompress.ts";
 import { NotedError } from "./errors.ts";
 import { humanBytes } from "./output.ts";
 import { tarProgress } from "./progress.ts";
@@ -88,14 +88,19 @@ export const apply: Handler = async (ctx) => {
   }
   await requireLayer(ctx, id);
   const parent = await parentOf(ctx, id);
-  const input = source === "-" ? Deno.stdin.readable : (await openInput(source)).readable;
-  const { stream, format } = await decompressed(input, source === "-" ? "stdin" : source);
+  // A plain file goes on as its own byte stream (the extraction's BYOB fast
+  // path); gzip and zstd are inflated by a worker on the second core.
+  const { stream, format } = await openTarInput(source);
   const progress = progressFor(ctx, `apply ${id}`);
   let size: number;
   try {
     // The driver marks the layer incomplete while it fills it: a crash or a
     // bad tar leaves it flagged for `strata check`, not silently half-applied.
-    size = await ctx.driver.applyDiff(id, parent, stream.pipeThrough(tarProgress(progress)));
+    // Bytes and entries are counted by the extraction itself.
+    size = await ctx.driver.applyDiff(id, parent, stream, {
+      onProgress: (bytes, entries) =>
+        progress.add(bytes - progress.bytes, entries - progress.entries),
+    });
   } catch (e) {
     const left = (await ctx.view.incomplete().catch(() => [])).some((m) => m.id === id);
     if (!left) throw e;

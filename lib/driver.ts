@@ -90,6 +90,16 @@ export interface LayerTar extends ReadableStream<Uint8Array> {
   readonly source: DiffSource;
 }
 
+/** Options of `applyDiff`. */
+export interface ApplyDiffOpts extends MountOpts {
+  /**
+   * Called after each chunk of the tar is extracted with the tar bytes read
+   * and the entries extracted so far (for a progress line; counted by the
+   * extraction itself, the tar is not parsed twice).
+   */
+  onProgress?: (bytes: number, entries: number) => void;
+}
+
 /** One difference between a layer and its parent. */
 export interface Change {
   /** Absolute path from the layer root, e.g. `/etc/passwd`. */
@@ -174,7 +184,7 @@ export interface Driver {
     id: string,
     parent: string,
     tar: ReadableStream<Uint8Array>,
-    opts?: MountOpts,
+    opts?: ApplyDiffOpts,
   ): Promise<number>;
   /** Size of the changes of `id` against `parent`. */
   diffSize(id: string, parent: string, opts?: MountOpts): Promise<number>;

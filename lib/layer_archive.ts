@@ -8,7 +8,15 @@
  */
 
 import { AT, O } from "../ffi/libc.ts";
-import type { Change, DiffOpts, DiffSource, FileGetter, LayerTar, MountOpts } from "./driver.ts";
+import type {
+  ApplyDiffOpts,
+  Change,
+  DiffOpts,
+  DiffSource,
+  FileGetter,
+  LayerTar,
+  MountOpts,
+} from "./driver.ts";
 import { LayerError, LayerNotFoundError, TarSplitUnavailableError } from "./errors.ts";
 import type { LayerArchive, UnionDriver } from "./union.ts";
 import { type GetPut, NaiveDiff } from "./naive.ts";
@@ -171,7 +179,7 @@ export const layerArchive: LayerArchive = {
     });
   },
 
-  async applyDiff(driver, id, parent, tar, opts?: MountOpts) {
+  async applyDiff(driver, id, parent, tar, opts?: ApplyDiffOpts) {
     await mustBeCreated(driver, id);
     if (!(await isDirectParent(driver, id, parent))) {
       // Written through the mount (whose get drops the record).
@@ -195,6 +203,7 @@ export const layerArchive: LayerArchive = {
           libc: driver.libc,
           stats,
           tarSplit: pending?.recorder,
+          onProgress: opts?.onProgress,
         };
         if (driver.whiteoutFormat === "aufs") {
           // aufs keeps whiteouts on disk exactly as the tar has them.

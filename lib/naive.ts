@@ -8,7 +8,7 @@
  */
 
 import type { Libc } from "../ffi/libc.ts";
-import type { Change, IDMap, MountOpts } from "./driver.ts";
+import type { ApplyDiffOpts, Change, IDMap, MountOpts } from "./driver.ts";
 import { changesDirs } from "./archive/changes.ts";
 import { exportChanges } from "./archive/export.ts";
 import { changesSize } from "./archive/size.ts";
@@ -165,7 +165,7 @@ export class NaiveDiff {
     id: string,
     _parent: string,
     tar: ReadableStream<Uint8Array>,
-    opts?: MountOpts,
+    opts?: ApplyDiffOpts,
   ): Promise<number> {
     const d = this.#driver;
     const layerFs = await d.get(id, opts);
@@ -174,6 +174,7 @@ export class NaiveDiff {
         uidMaps: this.#opts.uidMaps,
         gidMaps: this.#opts.gidMaps,
         libc: this.#opts.libc,
+        onProgress: opts?.onProgress,
       });
     } finally {
       await d.put(id);

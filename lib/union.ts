@@ -18,6 +18,7 @@ import { AT, Errno, errnoOf, type Libc, systemLibc } from "../ffi/libc.ts";
 import type { WhiteoutFormat } from "./archive/whiteouts.ts";
 import { isIdentity, rootPair } from "./archive/idmap.ts";
 import type {
+  ApplyDiffOpts,
   Change,
   CreateOpts,
   DiffOpts,
@@ -138,7 +139,7 @@ export interface LayerArchive {
     id: string,
     parent: string,
     tar: ReadableStream<Uint8Array>,
-    opts?: MountOpts,
+    opts?: ApplyDiffOpts,
   ): Promise<number>;
   /** See `Driver.diffSize`. */
   diffSize(driver: UnionDriver, id: string, parent: string, opts?: MountOpts): Promise<number>;
@@ -706,7 +707,7 @@ export class UnionDriver implements Driver {
     id: string,
     parent: string,
     tar: ReadableStream<Uint8Array>,
-    opts?: MountOpts,
+    opts?: ApplyDiffOpts,
   ): Promise<number> {
     return this.#archive.applyDiff(this, id, parent, tar, opts);
   }

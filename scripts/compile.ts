@@ -36,7 +36,16 @@ export function isDownloadFailure(stderr: string): boolean {
 
 async function main(): Promise<number> {
   const project = fileURLToPath(new URL("..", import.meta.url));
-  const args = ["compile", ...PERMISSIONS, "--output", "dist/strata", "cli.ts"];
+  // The gzip/zstd worker is loaded by URL at run time: it must be embedded.
+  const args = [
+    "compile",
+    ...PERMISSIONS,
+    "--include",
+    "lib/decompress_worker.ts",
+    "--output",
+    "dist/strata",
+    "cli.ts",
+  ];
   const out = await new Deno.Command(Deno.execPath(), {
     args,
     cwd: project,

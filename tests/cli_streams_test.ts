@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { decompressed, detectCompression, UnsupportedCompressionError } from "../cli/decompress.ts";
 import { TarEntryCounter } from "../cli/tar_count.ts";
+import { decompressFd } from "../lib/compression.ts";
+import { AT, O, systemLibc } from "../ffi/libc.ts";
 import { Progress, tarProgress } from "../cli/progress.ts";
 
 /** Run `fn` in a fresh temp dir, removed afterwards. */
@@ -66,19 +68,54 @@ Deno.test("a plain tar passes through unchanged, even read in small chunks", asy
   assert.deepEqual(await bytesOf(stream), tar);
 });
 
-Deno.test("a gzip tar is recognised by its magic bytes and gunzipped", async () => {
-  const gz = await compress("gzip", tar);
-  const { stream, format } = await decompressed(streamOf(gz, 50), "t.tar.gz");
-  assert.equal(format, "gzip");
-  assert.deepEqual(await bytesOf(stream), tar);
-});
+for (const tool of ["gzip", "zstd"] as const) {
+  Deno.test(`a ${tool} tar is recognised by its magic bytes and decompressed`, async () => {
+    const packed = await compress(tool, tar);
+    const { stream, format } = await decompressed(streamOf(packed, 50), `t.tar.${tool}`);
+    assert.equal(format, tool);
+    assert.deepEqual(await bytesOf(stream), tar);
+  });
+
+  Deno.test(`a ${tool} tar read from a descriptor is decompressed by the worker`, async () => {
+    const packed = await compress(tool, tar);
+    // Big enough to take several worker buffers: the tar repeated (it is only bytes here).
+    const copies = Math.ceil((3 << 20) / tar.length);
+    const big = new Uint8Array(tar.length * copies);
+    for (let i = 0; i < copies; i++) big.set(tar, i * tar.length);
+    const packedBig = await compress(tool, big);
+    for (const [input, expected] of [[packed, tar], [packedBig, big]] as const) {
+      await inTempDir(async (dir) => {
+        const path = `${dir}/t.${tool}`;
+        await Deno.writeFile(path, input);
+        const libc = systemLibc();
+        const fd = libc.openat(AT.FDCWD, path, O.RDONLY);
+        const head = new Uint8Array(10);
+        assert.equal(libc.read(fd, head), 10);
+        const s = decompressFd(fd, tool, { head, source: path });
+        assert.deepEqual(await bytesOf(s), expected);
+        assert.throws(() => libc.close(fd), "the descriptor was closed at the end");
+      });
+    }
+  });
+
+  Deno.test(`corrupt ${tool} input errors the worker's stream, naming the input`, async () => {
+    const packed = await compress(tool, tar);
+    await inTempDir(async (dir) => {
+      const path = `${dir}/bad.${tool}`;
+      const bad = packed.slice();
+      bad.fill(0x55, 20, Math.min(bad.length - 8, 400));
+      await Deno.writeFile(path, bad);
+      const fd = systemLibc().openat(AT.FDCWD, path, O.RDONLY);
+      await assert.rejects(
+        bytesOf(decompressFd(fd, tool, { source: path })),
+        new RegExp(`bad\\.${tool}: ${tool} decompression failed`),
+      );
+    });
+  });
+}
 
 for (
-  const [tool, format, hint] of [["zstd", "zstd", "zstd -d"], ["xz", "xz", "xz -d"], [
-    "bzip2",
-    "bzip2",
-    "bunzip2",
-  ]]
+  const [tool, format, hint] of [["xz", "xz", "xz -d"], ["bzip2", "bzip2", "bunzip2"]]
 ) {
   Deno.test(`a ${format} tar is refused with an error naming the format`, async () => {
     const packed = await compress(tool, tar);
