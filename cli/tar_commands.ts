@@ -10,8 +10,11 @@ import { UsageError } from "./args.ts";
 import { type Handler, parentOf, progressFor, requireLayer, stringFlag } from "./context.ts";
 import { openTarInput } from "./decompress.ts";
 import { NotedError } from "./errors.ts";
+import { AT, O, systemLibc } from "../ffi/libc.ts";
+import { TarStream } from "../lib/archive/tar_appender.ts";
 import { humanBytes } from "./output.ts";
-import { tarProgress } from "./progress.ts";
+import type { Progress } from "./progress.ts";
+import { TarEntryCounter } from "./tar_count.ts";
 
 async function isRegularOrMissing(path: string): Promise<boolean> {
   try {
@@ -22,24 +25,80 @@ async function isRegularOrMissing(path: string): Promise<boolean> {
   }
 }
 
+const STDOUT_FD = 1;
+
+/** Size of the one buffer a tar is copied through. */
+const COPY_CHUNK = 1 << 20;
+
 /**
- * Stream `tar` into `file`: a regular file is written beside it first and
+ * Copy `tar` to the descriptor `fd`. A tar made by strata's writer
+ * ({@linkcode TarStream}) writes itself: one reused buffer, big bodies sent
+ * kernel to kernel. Any other stream is read with BYOB reads into one reused
+ * buffer and written synchronously. Bytes and entries go to `progress`.
+ */
+async function copyTar(
+  tar: ReadableStream<Uint8Array>,
+  fd: number,
+  progress: Progress,
+): Promise<void> {
+  const libc = systemLibc();
+  const base = progress.entries;
+  if (tar instanceof TarStream) {
+    tar.writeToFd(fd, {
+      onProgress: (bytes, entries) => {
+        progress.entries = base + entries;
+        progress.add(bytes - progress.bytes);
+      },
+    });
+    return;
+  }
+  const reader = tar.getReader({ mode: "byob" });
+  const counter = new TarEntryCounter();
+  let buf = new Uint8Array(COPY_CHUNK);
+  try {
+    for (;;) {
+      const { done, value } = await reader.read(buf);
+      if (done || value === undefined) break;
+      counter.push(value);
+      progress.entries = base + counter.entries;
+      progress.add(value.length);
+      libc.writeAll(fd, value);
+      buf = new Uint8Array(value.buffer);
+    }
+  } catch (e) {
+    await reader.cancel(e).catch(() => {});
+    throw e;
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+/**
+ * Write `tar` into `file`: a regular file is written beside it first and
  * renamed into place when complete, so a failure never leaves half a tar
  * under the requested name; a device or fifo is written directly.
  */
-async function writeTarFile(tar: ReadableStream<Uint8Array>, file: string): Promise<void> {
-  if (!(await isRegularOrMissing(file))) {
-    const f = await Deno.open(file, { write: true });
-    await tar.pipeTo(f.writable);
-    return;
-  }
-  const temp = join(dirname(file), `.${file.split("/").pop()}.strata-${Deno.pid}.partial`);
-  const f = await Deno.open(temp, { write: true, create: true, truncate: true, mode: 0o644 });
+async function writeTarFile(
+  tar: ReadableStream<Uint8Array>,
+  file: string,
+  progress: Progress,
+): Promise<void> {
+  const libc = systemLibc();
+  const regular = await isRegularOrMissing(file);
+  const target = regular
+    ? join(dirname(file), `.${file.split("/").pop()}.strata-${Deno.pid}.partial`)
+    : file;
+  const flags = regular ? O.WRONLY | O.CREAT | O.TRUNC : O.WRONLY;
   try {
-    await tar.pipeTo(f.writable); // closes f
-    await Deno.rename(temp, file);
+    const fd = libc.openat(AT.FDCWD, target, flags, 0o644);
+    try {
+      await copyTar(tar, fd, progress);
+    } finally {
+      libc.close(fd);
+    }
+    if (regular) await Deno.rename(target, file);
   } catch (e) {
-    await Deno.remove(temp).catch(() => {});
+    if (regular) await Deno.remove(target).catch(() => {});
     throw new Error(`write ${file}: ${(e as Error).message}`, { cause: e });
   }
 }
@@ -59,12 +118,12 @@ export const diff: Handler = async (ctx) => {
   const parent = await parentOf(ctx, id);
   const progress = progressFor(ctx, `diff ${id}`);
   try {
-    const tar = (await ctx.driver.diff(id, parent)).pipeThrough(tarProgress(progress));
+    const tar = await ctx.driver.diff(id, parent);
     if (file === undefined) {
-      await tar.pipeTo(Deno.stdout.writable, { preventClose: true });
+      await copyTar(tar, STDOUT_FD, progress);
       return { json: undefined, text: [], silent: true };
     }
-    await writeTarFile(tar, file);
+    await writeTarFile(tar, file, progress);
   } finally {
     progress.done();
   }

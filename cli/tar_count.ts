@@ -10,11 +10,12 @@
 const BLOCK = 512;
 const decoder = new TextDecoder();
 
-/** Header types that describe the next entry rather than being one. */
-const META_TYPES = new Set(["x", "g", "L", "K"]);
+const PAX = 0x78, PAX_GLOBAL = 0x67, GNU_LONGNAME = 0x4c, GNU_LONGLINK = 0x4b;
 
-/** Types whose body is empty whatever the size field says (as Go's reader does). */
-const HEADER_ONLY = new Set(["1", "2", "3", "4", "5", "6"]);
+/** Types whose body is empty whatever the size field says (as Go's reader does): '1'..'6'. */
+function headerOnly(type: number): boolean {
+  return type >= 0x31 && type <= 0x36;
+}
 
 /** Largest PAX body kept to look for `size=` (bigger ones are skipped, not parsed). */
 const MAX_PAX = 1 << 20;
@@ -26,8 +27,23 @@ function parseNumeric(field: Uint8Array): number {
     for (let i = 1; i < field.length; i++) v = v * 256 + field[i];
     return v;
   }
-  const text = decoder.decode(field).replace(/\0.*$/s, "").trim();
-  return text === "" ? 0 : parseInt(text, 8) || 0;
+  // octal digits, maybe after spaces, ended by NUL or space
+  let v = 0, i = 0;
+  while (i < field.length && field[i] === 0x20) i++;
+  for (; i < field.length; i++) {
+    const c = field[i];
+    if (c < 0x30 || c > 0x37) break;
+    v = v * 8 + (c - 0x30);
+  }
+  return v;
+}
+
+/** True for an all-zero block (the end-of-archive marker). */
+function isZeroBlock(h: Uint8Array): boolean {
+  // A real header has a name or at least a checksum: test those bytes first.
+  if (h[0] !== 0 || h[148] !== 0) return false;
+  for (let i = 0; i < BLOCK; i++) if (h[i] !== 0) return false;
+  return true;
 }
 
 function paxSize(body: Uint8Array): number | undefined {
@@ -94,11 +110,11 @@ export class TarEntryCounter {
   }
 
   #onHeader(h: Uint8Array): void {
-    if (h.every((b) => b === 0)) return; // end-of-archive block
-    const type = String.fromCharCode(h[156] || 0x30);
+    if (isZeroBlock(h)) return; // end-of-archive block
+    const type = h[156] || 0x30;
     let size = parseNumeric(h.subarray(124, 136));
     const padded = (s: number) => Math.ceil(s / BLOCK) * BLOCK;
-    if (type === "x" || type === "g") {
+    if (type === PAX || type === PAX_GLOBAL) {
       if (size <= MAX_PAX) {
         this.#pax = new Uint8Array(size);
         this.#paxFill = 0;
@@ -109,7 +125,7 @@ export class TarEntryCounter {
       }
       return;
     }
-    if (META_TYPES.has(type)) {
+    if (type === GNU_LONGNAME || type === GNU_LONGLINK) {
       this.#skip = padded(size);
       return;
     }
@@ -119,6 +135,6 @@ export class TarEntryCounter {
     }
     this.entries++;
     // links, directories, devices and fifos carry no body whatever the size says
-    this.#skip = HEADER_ONLY.has(type) ? 0 : padded(size);
+    this.#skip = headerOnly(type) ? 0 : padded(size);
   }
 }

@@ -204,6 +204,13 @@ export interface Libc {
   read(fd: number, buf: Uint8Array, n?: number): number;
   /** `ssize_t write(int fd, const void *buf, size_t n)`; loops until all `n` bytes are written. */
   writeAll(fd: number, buf: Uint8Array, n?: number): void;
+  /**
+   * `ssize_t sendfile(int out, int in, off_t *offset, size_t count)` with a
+   * NULL offset (reads from `inFd`'s own position, in the kernel); returns the
+   * bytes moved (0 at the end of `inFd`). Optional: a libc wrapper without it
+   * makes callers copy through a buffer instead.
+   */
+  sendfile?(outFd: number, inFd: number, count: number): number;
   /** `statx(dirfd, path, flags, STATX_BASIC_STATS, buf)`; `AT.SYMLINK_NOFOLLOW` for lstat. */
   fstatat(dirfd: number, path: PathLike, flags: number): Stat;
   /** statx of an open fd (AT_EMPTY_PATH). */
@@ -366,6 +373,8 @@ const SYMBOLS = {
   syncfs: { parameters: ["i32"], result: "i32" },
   /** int ftruncate(int, off_t) */
   ftruncate: { parameters: ["i32", "i64"], result: "i32" },
+  /** ssize_t sendfile(int out_fd, int in_fd, off_t *offset, size_t count) */
+  sendfile: { parameters: ["i32", "i32", "pointer", "usize"], result: "isize" },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 type Symbols = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -574,6 +583,14 @@ class SystemLibc implements Libc {
         this.#fail("write");
       }
       off += Number(r);
+    }
+  }
+
+  sendfile(outFd: number, inFd: number, count: number): number {
+    for (;;) {
+      const r = this.#s.sendfile(outFd, inFd, null, BigInt(count));
+      if (r >= 0) return Number(r);
+      if (this.#errnoView.getInt32() !== Errno.EINTR) this.#fail("sendfile");
     }
   }
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { AT, type Libc, O, S, systemLibc } from "../ffi/libc.ts";
 import { tarDirectory } from "../lib/archive/tar_dir.ts";
-import { TarSourceError } from "../lib/archive/tar_appender.ts";
+import { TarSourceError, TarStream } from "../lib/archive/tar_appender.ts";
 import { TarType } from "../lib/archive/tar_header.ts";
 import { hostIdNames } from "../lib/archive/users.ts";
 import { AUFS_DIFF_EXCLUDES } from "../lib/archive/whiteouts.ts";
@@ -318,5 +318,111 @@ Deno.test("tarDirectory: a directory whose own entry fails still has its content
     );
     assert.deepEqual(entries.map((e) => e.name), ["dir/f"]);
     assert.equal(errors.length, 1);
+  });
+});
+
+/** `libc` with `sendfile` counted (or removed when `withSendfile` is false). */
+function countingSendfile(real: Libc, withSendfile: boolean): { libc: Libc; calls: () => number } {
+  let calls = 0;
+  const libc = new Proxy(real, {
+    get(obj, prop, recv) {
+      if (prop === "sendfile") {
+        if (!withSendfile) return undefined;
+        return (out: number, inFd: number, count: number) => {
+          calls++;
+          return obj.sendfile!(out, inFd, count);
+        };
+      }
+      const v = Reflect.get(obj, prop, recv);
+      return typeof v === "function" ? v.bind(obj) : v;
+    },
+  });
+  return { libc, calls: () => calls };
+}
+
+Deno.test("tarDirectory: writeToFd writes the stream's bytes; big bodies go by sendfile, or by read without it", async () => {
+  await tmp(async (d) => {
+    await Deno.mkdir(`${d}/tree/sub`, { recursive: true });
+    const big = new Uint8Array(300 * 1024 + 5);
+    for (let i = 0; i < big.length; i += 512) big[i] = (i >> 9) & 0xff;
+    await Deno.writeFile(`${d}/tree/big`, big);
+    await Deno.writeFile(`${d}/tree/sub/exact`, new Uint8Array(64 * 1024).fill(3));
+    for (let i = 0; i < 40; i++) {
+      await Deno.writeTextFile(`${d}/tree/sub/f${i}`, "x".repeat(i * 37));
+    }
+    const expected = await readAll(tarDirectory(`${d}/tree`));
+    for (const withSendfile of [true, false]) {
+      const { libc: l, calls } = countingSendfile(libc, withSendfile);
+      const out = `${d}/out-${withSendfile}.tar`;
+      const fd = libc.openat(AT.FDCWD, out, O.WRONLY | O.CREAT | O.TRUNC, 0o644);
+      const seen: [number, number][] = [];
+      try {
+        const tar = tarDirectory(`${d}/tree`, { libc: l });
+        assert.ok(tar instanceof TarStream);
+        tar.writeToFd(fd, { onProgress: (bytes, entries) => seen.push([bytes, entries]) });
+      } finally {
+        libc.close(fd);
+      }
+      assert.deepEqual(await Deno.readFile(out), expected, `sendfile ${withSendfile}`);
+      assert.equal(calls() > 0, withSendfile, "bodies of 64 KiB and more go by sendfile");
+      assert.deepEqual(seen.at(-1), [expected.length, 43], "last progress: all bytes, entries");
+    }
+  });
+});
+
+Deno.test("tarDirectory: writeToFd pads a file that shrinks under sendfile with zeros and reports it", async () => {
+  await tmp(async (d) => {
+    await Deno.mkdir(`${d}/tree`);
+    await Deno.writeFile(`${d}/tree/f`, new Uint8Array(200_000).fill(9));
+    await Deno.writeTextFile(`${d}/tree/g`, "next");
+    const victim = libc.openat(AT.FDCWD, `${d}/tree/f`, O.RDWR);
+    const shrinking = new Proxy(libc, {
+      get(obj, prop, recv) {
+        if (prop === "sendfile") {
+          return (out: number, inFd: number, count: number) => {
+            if (obj.fstat(victim).size > 1000) obj.ftruncate(victim, 1000);
+            return obj.sendfile!(out, inFd, count);
+          };
+        }
+        const v = Reflect.get(obj, prop, recv);
+        return typeof v === "function" ? v.bind(obj) : v;
+      },
+    });
+    const out = `${d}/out.tar`;
+    const fd = libc.openat(AT.FDCWD, out, O.WRONLY | O.CREAT | O.TRUNC, 0o644);
+    const errors: Error[] = [];
+    try {
+      (tarDirectory(`${d}/tree`, { libc: shrinking, onError: (e) => errors.push(e) }) as TarStream)
+        .writeToFd(fd);
+    } finally {
+      libc.close(fd);
+      libc.close(victim);
+    }
+    const entries = await readEntries(streamOf(await Deno.readFile(out)));
+    assert.deepEqual(entries.map((e) => e.name), ["f", "g"]);
+    assert.equal(entries[0].body.length, 200_000);
+    assert.deepEqual(entries[0].body.subarray(0, 1000), new Uint8Array(1000).fill(9));
+    assert.deepEqual(entries[0].body.subarray(1000), new Uint8Array(199_000));
+    assert.equal(new TextDecoder().decode(entries[1].body), "next");
+    assert.equal(errors.length, 1);
+    assert.match(errors[0].message, /shrank/);
+  });
+});
+
+Deno.test("tarDirectory: a BYOB reader with one recycled small buffer gets the same bytes", async () => {
+  await tmp(async (d) => {
+    await Deno.writeFile(`${d}/a`, new Uint8Array(70_000).fill(1));
+    await Deno.writeTextFile(`${d}/b`, "bee");
+    const expected = await readAll(tarDirectory(d));
+    const reader = tarDirectory(d).getReader({ mode: "byob" });
+    let buf = new Uint8Array(1000).fill(0xee); // stale bytes: padding must be written, not assumed
+    const parts: Uint8Array[] = [];
+    for (;;) {
+      const { done, value } = await reader.read(buf);
+      if (done || !value) break;
+      parts.push(value.slice());
+      buf = new Uint8Array(value.buffer).fill(0xee);
+    }
+    assert.deepEqual(await readAll(streamOf(...parts)), expected);
   });
 });

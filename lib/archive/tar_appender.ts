@@ -40,6 +40,9 @@ import {
 /** Size of the chunks a tar stream yields (the last one may be smaller). */
 export const CHUNK_SIZE = 1 << 20;
 
+/** Bodies at least this big are sent with sendfile(2) by `drainTo` (smaller ones are copied). */
+export const DIRECT_BODY = 64 << 10;
+
 const SLASH = 0x2f;
 const EMPTY: Uint8Array = new Uint8Array(0);
 const XATTRS_READ = new Set(["security.capability", "security.ima"]);
@@ -148,6 +151,9 @@ export class TarAppender {
   #queueHead = 0;
   /** Offset into the byte array at the head of the queue. */
   #headOff = 0;
+  #entries = 0;
+  /** Whether bodies may go out with sendfile(2) in {@linkcode TarAppender.drainTo}. */
+  #sendfile = true;
 
   /** See {@linkcode AppenderOptions}. */
   constructor(opts: AppenderOptions) {
@@ -164,6 +170,16 @@ export class TarAppender {
   report(e: Error): void {
     if (!this.#onError) throw e;
     this.#onError(e);
+  }
+
+  /** The system calls this appender makes. */
+  get libc(): Libc {
+    return this.#libc;
+  }
+
+  /** Entries queued so far (headers of files, links, whiteouts; not PAX records). */
+  get entries(): number {
+    return this.#entries;
   }
 
   /** Whether bytes are waiting to be drained by {@linkcode TarAppender.fill}. */
@@ -269,6 +285,7 @@ export class TarAppender {
       if (this.#overlay) blocks = this.#overlayWhiteout(ref, h, fmt);
       blocks ??= encodeHeader(h);
       this.#queue.push(blocks);
+      this.#entries++;
     } catch (e) {
       if (body) libc.close(body.fd);
       throw e;
@@ -313,6 +330,7 @@ export class TarAppender {
       devmajor: 0,
       devminor: 0,
     };
+    this.#entries++; // the `.wh..wh..opq` entry after the directory's
     return concatBytes(encodeHeader(h), encodeHeader(opaque));
   }
 
@@ -386,6 +404,7 @@ export class TarAppender {
    * empty regular entry, mode 0, ids 0, no names, mtime `mtimeSec`.
    */
   addWhiteout(tarName: Uint8Array, mtimeSec: number): void {
+    this.#entries++;
     this.#queue.push(encodeHeader({
       name: tarName,
       linkname: EMPTY,
@@ -410,23 +429,104 @@ export class TarAppender {
 
   /**
    * Copy pending bytes into `chunk` from `pos` on; returns the new position.
-   * `chunk` must be zero-filled from `pos` on: padding is left as it is.
+   * Padding and owed zeros are written too, so `chunk` may hold old bytes (a
+   * reused buffer).
    */
   fill(chunk: Uint8Array, pos: number): number {
     while (pos < chunk.length && this.#queueHead < this.#queue.length) {
-      const item = this.#queue[this.#queueHead];
-      if (item instanceof Uint8Array) {
-        const n = Math.min(item.length - this.#headOff, chunk.length - pos);
-        chunk.set(item.subarray(this.#headOff, this.#headOff + n), pos);
-        pos += n;
-        this.#headOff += n;
-        if (this.#headOff === item.length) this.#advance();
-        continue;
-      }
-      pos = this.#fillBody(item, chunk, pos);
-      if (item.left === 0 && item.zeros === 0 && item.pad === 0) this.#advance();
+      pos = this.#fillOne(chunk, pos);
     }
     return pos;
+  }
+
+  /** Copy (part of) the item at the head of the queue into `chunk` at `pos`. */
+  #fillOne(chunk: Uint8Array, pos: number): number {
+    const item = this.#queue[this.#queueHead];
+    if (item instanceof Uint8Array) {
+      const n = Math.min(item.length - this.#headOff, chunk.length - pos);
+      chunk.set(item.subarray(this.#headOff, this.#headOff + n), pos);
+      pos += n;
+      this.#headOff += n;
+      if (this.#headOff === item.length) this.#advance();
+      return pos;
+    }
+    pos = this.#fillBody(item, chunk, pos);
+    if (item.left === 0 && item.zeros === 0 && item.pad === 0) this.#advance();
+    return pos;
+  }
+
+  /**
+   * Write every pending byte to the descriptor `out`: headers and small
+   * bodies are gathered in `buf` (written whenever it fills), bodies of at
+   * least {@linkcode DIRECT_BODY} bytes go from file to `out` in the kernel
+   * with sendfile(2) when the libc offers it (no copy through this process).
+   * `pos` is how much of `buf` is already filled; returns the new fill (not
+   * yet written: the caller flushes it at the end). `onWrite` hears every
+   * write's byte count.
+   */
+  drainTo(out: number, buf: Uint8Array, pos: number, onWrite: (n: number) => void): number {
+    const libc = this.#libc;
+    while (this.#queueHead < this.#queue.length) {
+      const item = this.#queue[this.#queueHead];
+      if (
+        !(item instanceof Uint8Array) && this.#sendfile && libc.sendfile !== undefined &&
+        item.left >= DIRECT_BODY
+      ) {
+        if (pos > 0) {
+          libc.writeAll(out, buf, pos);
+          onWrite(pos);
+          pos = 0;
+        }
+        this.#sendBody(item, out, onWrite);
+      }
+      if (pos === buf.length) {
+        libc.writeAll(out, buf, pos);
+        onWrite(pos);
+        pos = 0;
+      }
+      pos = this.#fillOne(buf, pos);
+    }
+    return pos;
+  }
+
+  /**
+   * Send what is left of `b`'s file to `out` with sendfile(2). When sendfile
+   * cannot serve this pair of descriptors (EINVAL, ENOSYS, ...) before any
+   * byte moved, it is not used again and the body is read as usual; errors of
+   * the output side are thrown.
+   */
+  #sendBody(b: Body, out: number, onWrite: (n: number) => void): void {
+    const libc = this.#libc;
+    while (b.left > 0) {
+      let n: number;
+      try {
+        n = libc.sendfile!(out, b.fd, Math.min(b.left, 0x7ffff000));
+      } catch (e) {
+        const errno = e instanceof ErrnoError ? e.errno : undefined;
+        if (errno === Errno.EINVAL || errno === Errno.ENOSYS || errno === Errno.EOPNOTSUPP) {
+          this.#sendfile = false;
+          return;
+        }
+        if (errno === Errno.EIO) {
+          // the file's read failed: let the read path report it for this file
+          return;
+        }
+        throw e;
+      }
+      if (n === 0) {
+        this.#endBody(b);
+        this.report(
+          new TarSourceError(
+            nameText(refPath(b.ref)),
+            `file shrank while archiving (${b.zeros} bytes missing, written as zeros)`,
+          ),
+        );
+        return;
+      }
+      b.left -= n;
+      onWrite(n);
+      if (b.left === 0) this.#closeBody(b);
+    }
   }
 
   #advance(): void {
@@ -468,10 +568,12 @@ export class TarAppender {
       if (b.left === 0) this.#closeBody(b);
     }
     const z = Math.min(b.zeros, chunk.length - pos);
+    if (z > 0) chunk.fill(0, pos, pos + z);
     pos += z;
     b.zeros -= z;
     if (b.left === 0 && b.zeros === 0) {
       const p = Math.min(b.pad, chunk.length - pos);
+      if (p > 0) chunk.fill(0, pos, pos + p);
       pos += p;
       b.pad -= p;
     }
@@ -512,10 +614,142 @@ export interface EntrySource {
   close(): void;
 }
 
+/** Options of {@linkcode TarStream.writeToFd}. */
+export interface WriteTarOptions {
+  /** Hears the bytes written and entries added so far, after every write. */
+  onProgress?: (bytes: number, entries: number) => void;
+}
+
+/** The walk and the appender behind one {@linkcode TarStream}. */
+class TarRun {
+  readonly #app: TarAppender;
+  readonly #source: EntrySource;
+  #finished = false;
+  #closed = false;
+
+  constructor(app: TarAppender, source: EntrySource) {
+    this.#app = app;
+    this.#source = source;
+  }
+
+  /** Release every descriptor (once). */
+  shut(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      this.#app.close();
+    } finally {
+      this.#source.close();
+    }
+  }
+
+  /** Let the source add entries until the appender has bytes, or the end. Returns false at the end. */
+  #more(): boolean {
+    while (!this.#app.pending) {
+      if (this.#finished) return false;
+      if (!this.#source.step()) {
+        this.#app.finish();
+        this.#finished = true;
+      }
+    }
+    return true;
+  }
+
+  /** Fill `chunk`; returns the bytes filled and whether the tar is complete. */
+  fill(chunk: Uint8Array): { pos: number; done: boolean } {
+    let pos = 0;
+    try {
+      while (pos < chunk.length && this.#more()) pos = this.#app.fill(chunk, pos);
+    } catch (e) {
+      this.shut();
+      throw e;
+    }
+    return { pos, done: this.#finished && !this.#app.pending };
+  }
+
+  /** Write the rest of the tar to `fd`, synchronously. */
+  writeTo(fd: number, libc: Libc, opts: WriteTarOptions): void {
+    const buf = new Uint8Array(CHUNK_SIZE);
+    let pos = 0, bytes = 0;
+    const app = this.#app;
+    const onWrite = (n: number) => {
+      bytes += n;
+      opts.onProgress?.(bytes, app.entries);
+    };
+    try {
+      while (this.#more()) pos = app.drainTo(fd, buf, pos, onWrite);
+      if (pos > 0) {
+        libc.writeAll(fd, buf, pos);
+        onWrite(pos);
+      }
+    } finally {
+      this.shut();
+    }
+  }
+}
+
 /**
- * A byte stream of the tar `app` produces as `source` adds entries: each pull
- * fills one chunk of about {@linkcode CHUNK_SIZE} bytes. Errors thrown by the
- * source or the appender error the stream; cancelling it closes the source.
+ * A byte stream of a tar being made (what {@linkcode tarStream} returns).
+ * Each pull fills the reader's buffer: a BYOB reader's own, reusable buffer
+ * (a consumer that recycles one buffer causes no fresh memory at all), or,
+ * for a default reader, fresh chunks of {@linkcode CHUNK_SIZE}. File bodies
+ * are read straight into that buffer. {@linkcode TarStream.writeToFd} skips
+ * the stream machinery for a caller that has a descriptor to write to.
+ */
+export class TarStream extends ReadableStream<Uint8Array> {
+  readonly #run: TarRun;
+  readonly #libc: Libc;
+
+  /** The tar `app` produces as `source` adds entries. */
+  constructor(app: TarAppender, source: EntrySource, libc: Libc) {
+    const run = new TarRun(app, source);
+    const byteSource: UnderlyingByteSource = {
+      type: "bytes",
+      autoAllocateChunkSize: CHUNK_SIZE,
+      pull(controller: ReadableByteStreamController) {
+        const req = controller.byobRequest!;
+        const v = req.view!;
+        const { pos, done } = run.fill(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+        if (pos > 0) req.respond(pos);
+        if (done) {
+          run.shut();
+          controller.close();
+          if (pos === 0) req.respond(0);
+        }
+      },
+      cancel() {
+        run.shut();
+      },
+    };
+    // A byte source (TypeScript's lib offers that overload only to a plain `new ReadableStream`).
+    super(byteSource as unknown as UnderlyingDefaultSource<Uint8Array>, { highWaterMark: 0 });
+    this.#run = run;
+    this.#libc = libc;
+  }
+
+  /**
+   * Write the (rest of the) tar to the open descriptor `fd` synchronously,
+   * through one reused buffer, bodies of 64 KiB and more with sendfile(2)
+   * (kernel to kernel) when the libc offers it. The stream is not read; it
+   * must not be locked, and is empty afterwards. Errors of the output (a
+   * full disk, a closed pipe) are thrown as `ErrnoError`s of `write` or
+   * `sendfile`; file errors as the stream would report them.
+   */
+  writeToFd(fd: number, opts: WriteTarOptions = {}): void {
+    if (this.locked) throw new TypeError("writeToFd: the tar stream is locked by a reader");
+    const reader = this.getReader();
+    try {
+      this.#run.writeTo(fd, this.#libc, opts);
+    } finally {
+      reader.releaseLock();
+    }
+  }
+}
+
+/**
+ * A byte stream of the tar `app` produces as `source` adds entries (see
+ * {@linkcode TarStream}). Errors thrown by the source or the appender error
+ * the stream; cancelling it closes the source.
  *
  * @example
  * ```ts
@@ -528,51 +762,8 @@ export interface EntrySource {
  * console.log((await new Response(s).arrayBuffer()).byteLength); // 1024
  * ```
  */
-export function tarStream(app: TarAppender, source: EntrySource): ReadableStream<Uint8Array> {
-  let finished = false;
-  let closed = false;
-  const shut = () => {
-    if (closed) return;
-    closed = true;
-    try {
-      app.close();
-    } finally {
-      source.close();
-    }
-  };
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      const chunk = new Uint8Array(CHUNK_SIZE);
-      let pos = 0;
-      try {
-        while (pos < CHUNK_SIZE) {
-          if (app.pending) {
-            pos = app.fill(chunk, pos);
-            continue;
-          }
-          if (finished) break;
-          if (!source.step()) {
-            app.finish();
-            finished = true;
-          }
-        }
-      } catch (e) {
-        shut();
-        throw e;
-      }
-      const done = finished && !app.pending;
-      if (pos > 0) {
-        controller.enqueue(pos < CHUNK_SIZE / 2 ? chunk.slice(0, pos) : chunk.subarray(0, pos));
-      }
-      if (done) {
-        shut();
-        controller.close();
-      }
-    },
-    cancel() {
-      shut();
-    },
-  }, { highWaterMark: 0 });
+export function tarStream(app: TarAppender, source: EntrySource, libc?: Libc): TarStream {
+  return new TarStream(app, source, libc ?? app.libc);
 }
 
 /**
