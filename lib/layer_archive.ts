@@ -195,7 +195,9 @@ export const layerArchive: LayerArchive = {
       // replaced something, the seed's walk decides and no record is kept.
       const wasEmpty = isEmptyDir(dir);
       const stats = newExtractStats();
-      const pending: PendingTarSplit | null = wasEmpty ? await driver.tarSplit.begin(id) : null;
+      const pending: PendingTarSplit | null = wasEmpty
+        ? await driver.tarSplit.begin(id, { whiteoutsConverted: driver.whiteoutFormat !== "aufs" })
+        : null;
       try {
         const common = {
           uidMaps: driver.uidMaps,

@@ -117,8 +117,12 @@ export class TarSplitStore {
     return removed;
   }
 
-  /** Start writing a new record for `id` (into a temp file until committed). */
-  async begin(id: string): Promise<PendingTarSplit> {
+  /**
+   * Start writing a new record for `id` (into a temp file until committed).
+   * `whiteoutsConverted`: the extraction converts `.wh.` entries (see
+   * {@linkcode TarSplitRecorder}).
+   */
+  async begin(id: string, opts: { whiteoutsConverted?: boolean } = {}): Promise<PendingTarSplit> {
     const target = this.pathOf(id);
     try {
       await Deno.mkdir(this.dir, { mode: 0o700, recursive: true });
@@ -148,7 +152,7 @@ export class TarSplitStore {
       writer.write(bytes as Uint8Array<ArrayBuffer>).catch((e) => {
         writeError ??= e;
       });
-    });
+    }, opts);
     let settled = false;
     const drop = async () => {
       settled = true;

@@ -226,3 +226,34 @@ test("a hostile record in a layer makes diff fail naming the file; the layer sta
     }
   }
 });
+
+test("a tar whose body lands elsewhere than its name (../x) is applied but keeps no record", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "strata-tsh-up-" });
+  let d: OverlayDriver | undefined;
+  try {
+    d = await OverlayDriver.init(join(dir, "root"), { onWarning: () => {} });
+    const { encodeHeader, END_OF_ARCHIVE, padding } = await import("../lib/archive/tar_writer.ts");
+    const { makeHeader } = await import("../lib/archive/tar_header.ts");
+    const body = enc.encode("up\n");
+    const tar = new Uint8Array([
+      ...encodeHeader(makeHeader({ name: "../../escaped", size: body.length })),
+      ...body,
+      ...new Uint8Array(padding(body.length)),
+      ...END_OF_ARCHIVE,
+    ]);
+    await d.create("l", "");
+    await d.applyDiff("l", "", new Blob([tar]).stream());
+    assert.equal(await Deno.readTextFile(join(d.diffDir("l"), "escaped")), "up\n");
+    assert.equal(d.tarSplit.has("l"), false);
+    const out = await d.diff("l", "");
+    assert.equal(out.source, "rebuilt");
+    await out.cancel();
+  } finally {
+    try {
+      await d?.cleanup();
+    } finally {
+      assert.deepEqual(mountpointsUnder(dir), []);
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+});

@@ -348,13 +348,26 @@ export class TarSplitRecorder {
   #name: Uint8Array = EMPTY;
   #size = 0;
   #ended = false;
+  #checkName = false;
 
-  /** `out` receives the JSON lines (each piece is the caller's to keep). */
-  constructor(out: (bytes: Uint8Array) => void) {
+  #whiteoutsConverted: boolean;
+
+  /**
+   * `out` receives the JSON lines (each piece is the caller's to keep).
+   * With `whiteoutsConverted` (an extraction that turns `.wh.` entries into
+   * something else, as the overlay format does), a body under a `.wh.` name
+   * is not on disk under that name, so such a tar is not describable.
+   */
+  constructor(out: (bytes: Uint8Array) => void, opts: { whiteoutsConverted?: boolean } = {}) {
     this.#lines = new LineWriter(out);
+    this.#whiteoutsConverted = opts.whiteoutsConverted ?? false;
   }
 
-  /** False once the tar turned out not to be describable (a path given twice). */
+  /**
+   * False once the tar turned out not to be describable: a path given twice,
+   * a body under a name outside the root (extracted elsewhere, so it cannot
+   * be read back by that name), or one the extraction converts.
+   */
   get usable(): boolean {
     return this.#usable;
   }
@@ -446,12 +459,24 @@ export class TarSplitRecorder {
     this.#seen.add(key);
     this.#name = h.name;
     this.#size = 0;
+    this.#checkName = true;
     this.#inBody = false;
     this.#crc.reset();
   }
 
   #data(chunk: Uint8Array): void {
     if (!this.#usable) return;
+    if (this.#checkName) {
+      // A body must be readable back by its name, from inside the root.
+      this.#checkName = false;
+      if (
+        confinedName(this.#name) === null ||
+        (this.#whiteoutsConverted && hasWhiteoutComponent(this.#name))
+      ) {
+        this.#usable = false;
+        return;
+      }
+    }
     // A view into the pushed chunk: its offset says where the body bytes are.
     const at = chunk.byteOffset - this.#chunk.byteOffset;
     if (chunk.buffer !== this.#chunk.buffer || at < this.#cursor || at > this.#chunk.length) {
@@ -495,6 +520,17 @@ export class TarSplitRecorder {
     this.#pendingLen = 0;
     if (this.#pending.length > 64 * 1024) this.#pending = new Uint8Array(4096);
   }
+}
+
+/** Whether a component of `name` starts with `.wh.`. */
+function hasWhiteoutComponent(name: Uint8Array): boolean {
+  for (let i = 0; i + 3 < name.length; i++) {
+    if (
+      (i === 0 || name[i - 1] === 0x2f) && name[i] === 0x2e && name[i + 1] === 0x77 &&
+      name[i + 2] === 0x68 && name[i + 3] === 0x2e
+    ) return true;
+  }
+  return false;
 }
 
 /** Go's `filepath.Clean` of a name, as the key of the duplicate check. */
