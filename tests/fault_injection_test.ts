@@ -86,6 +86,11 @@ interface Scenario {
   mayVanish: boolean;
   /** In-flight layers that may stay mounted afterwards (mount/umount). */
   mayBeMounted?: string[];
+  /**
+   * Run the command again right after a fault that left it undone (no repair
+   * first): it must succeed and leave the state of a successful run.
+   */
+  retry?: boolean;
 }
 
 async function base(d: OverlayDriver, c: Ctx): Promise<void> {
@@ -104,6 +109,7 @@ const SCENARIOS: Scenario[] = [
     args: () => ["create", "N", "--parent", "B"],
     inflight: ["N"],
     mayVanish: false,
+    retry: true,
   },
   {
     name: "apply (native, into a direct child)",
@@ -142,6 +148,7 @@ const SCENARIOS: Scenario[] = [
     args: () => ["rm", "R"],
     inflight: ["R"],
     mayVanish: true,
+    retry: true,
   },
   {
     name: "mount",
@@ -208,6 +215,24 @@ function sample<T>(items: T[], k: number, seed: number): T[] {
   const picked = new Set([0, items.length - 1]);
   while (picked.size < want) picked.add(Math.floor(rand() * items.length));
   return [...picked].sort((a, b) => a - b).map((i) => items[i]);
+}
+
+/** A call with the root and the random parts of its path (probe and temp names, fd numbers) blanked. */
+function shape(c: SeamCall, root: string): string {
+  return `${c.op} ${
+    c.path.replaceAll(root, "R").replace(/-probe-[a-z0-9]+/g, "-probe-*").replace(
+      /\.[0-9a-f]{16}\.tmp/g,
+      ".*.tmp",
+    )
+      .replace(/fd \d+/g, "fd *")
+  }`;
+}
+
+/** How many calls `a` and `b` have in common at their start. */
+function commonPrefix(a: SeamCall[], rootA: string, b: SeamCall[], rootB: string): number {
+  let i = 0;
+  while (i < a.length && i < b.length && shape(a[i], rootA) === shape(b[i], rootB)) i++;
+  return i;
 }
 
 function seedOf(s: string): number {
@@ -312,6 +337,21 @@ async function verify(
     if (!named(mp)) problems.push(`mounted, not reported by check: ${mp}`);
   }
 
+  // The same command again, without a repair first.
+  let retried = false;
+  if (scenario.retry) {
+    const now = snapshot(root);
+    const done = [...now.keys(), ...reference.keys()].filter(inflight).every((id) =>
+      sameState(now.get(id), reference.get(id)) && !now.get(id)?.incomplete
+    );
+    if (!done) {
+      const again = await runCli(["--root", root, ...scenario.args(c)]);
+      if (again.code !== 0) {
+        problems.push(`the command run again after the fault failed: ${again.err.trim()}`);
+      } else retried = true;
+    }
+  }
+
   // repair, then a clean check.
   const repaired = await runCli(["--root", root, "check", "--repair", "--json"]);
   const repairReport = parseReport(repaired, "check --repair");
@@ -356,6 +396,15 @@ async function verify(
     else if (!sameState(now, reference.get(id))) problems.push(`new layer ${id} is not as after`);
   }
   for (const [id, s] of after) if (s.incomplete) problems.push(`layer ${id} still incomplete`);
+  if (retried) {
+    for (const id of [...after.keys(), ...reference.keys()].filter(inflight)) {
+      if (!sameState(after.get(id), reference.get(id))) {
+        problems.push(
+          `run again, the command succeeded but ${id} is not as after a successful run`,
+        );
+      }
+    }
+  }
 
   // Nothing left in the root, nothing mounted but what was (or the layer itself).
   const mountedAfter = mountsIn(root);
@@ -415,8 +464,25 @@ Deno.test({
           const reference = snapshot(ref.root);
           unmountBelow(join(dir, `r${n - 1}`));
           const calls = counted.calls;
-          const kills = sample(calls.filter((x) => x.mutates), KILL_SAMPLE, seedOf(scenario.name));
-          const fails = sample(calls, FAIL_SAMPLE, seedOf(scenario.name) + 1);
+          // The calls every command makes first (Init: layout, sweeps, probes) are
+          // sampled in one scenario; the others sample the calls that are their own.
+          const baseline = await freshStore(dir, n++, scenario, tars);
+          const opened = await runCli(["--root", baseline.root, "exists", "A"], baseline.root, {
+            kind: "count",
+          });
+          unmountBelow(join(dir, `r${n - 1}`));
+          const common = commonPrefix(calls, ref.root, opened.calls, baseline.root);
+          const own = calls.slice(common);
+          const init = calls.slice(0, common);
+          const seed = seedOf(scenario.name);
+          const kills = [
+            ...(scenario.name === "create" ? sample(init.filter((x) => x.mutates), 4, seed) : []),
+            ...sample(own.filter((x) => x.mutates), KILL_SAMPLE, seed),
+          ];
+          const fails = [
+            ...(scenario.name === "create" ? sample(init, 6, seed + 1) : []),
+            ...sample(own, FAIL_SAMPLE, seed + 1),
+          ];
           const failures: string[] = [];
           const known = new Map<string, number>();
           const tryPoint = async (kind: "kill" | "fail", call: SeamCall) => {
