@@ -33,8 +33,10 @@ const COPY_CHUNK = 1 << 20;
 /**
  * Copy `tar` to the descriptor `fd`. A tar made by strata's writer
  * ({@linkcode TarStream}) writes itself: one reused buffer, big bodies sent
- * kernel to kernel. Any other stream is read with BYOB reads into one reused
- * buffer and written synchronously. Bytes and entries go to `progress`.
+ * kernel to kernel. Any other byte stream is read with BYOB reads into one
+ * reused buffer, a plain stream (e.g. a tar reassembled from its tar-split
+ * record) chunk by chunk; each piece is written synchronously. Bytes and
+ * entries go to `progress`.
  */
 async function copyTar(
   tar: ReadableStream<Uint8Array>,
@@ -52,18 +54,36 @@ async function copyTar(
     });
     return;
   }
-  const reader = tar.getReader({ mode: "byob" });
   const counter = new TarEntryCounter();
-  let buf = new Uint8Array(COPY_CHUNK);
+  const take = (chunk: Uint8Array) => {
+    counter.push(chunk);
+    progress.entries = base + counter.entries;
+    progress.add(chunk.length);
+    libc.writeAll(fd, chunk);
+  };
+  let byob: ReadableStreamBYOBReader | undefined;
   try {
-    for (;;) {
-      const { done, value } = await reader.read(buf);
-      if (done || value === undefined) break;
-      counter.push(value);
-      progress.entries = base + counter.entries;
-      progress.add(value.length);
-      libc.writeAll(fd, value);
-      buf = new Uint8Array(value.buffer);
+    byob = tar.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream: its own chunks, written as they come
+  }
+  const reader = byob ?? tar.getReader();
+  try {
+    if (byob) {
+      let buf = new Uint8Array(COPY_CHUNK);
+      for (;;) {
+        const { done, value } = await byob.read(buf);
+        if (done || value === undefined) break;
+        take(value);
+        buf = new Uint8Array(value.buffer);
+      }
+    } else {
+      const plain = reader as ReadableStreamDefaultReader<Uint8Array>;
+      for (;;) {
+        const { done, value } = await plain.read();
+        if (done) break;
+        take(value);
+      }
     }
   } catch (e) {
     await reader.cancel(e).catch(() => {});
