@@ -219,3 +219,54 @@ Deno.test("image import: a blob that does not match its digest, or a tar that do
     assert.deepEqual(await driver.store.incomplete(), []);
   });
 });
+
+Deno.test("image export: a layer whose blob is gone is re-made from its original tar (tar-split), same diff id", async () => {
+  await withImageStore(async (store, _driver, base) => {
+    const img = await buildImage([{ files: BASE }, { files: { "z": "z\n" }, compression: "zstd" }]);
+    const src = join(base, "src");
+    await writeLayout(src, img, "t");
+    const r = await importOciLayout(store, { dir: src, tag: "t" });
+    await Deno.remove(store.blobPath(img.layers[1].digest));
+    const out = join(base, "out");
+    const desc = await exportOciLayout(store, "t", { dir: out, tag: "t" });
+    assert.notEqual(desc.digest, img.manifest.digest); // a new gzip blob: a new manifest
+    const manifest = JSON.parse(
+      await Deno.readTextFile(join(out, "blobs", "sha256", desc.digest.slice(7))),
+    );
+    assert.equal(manifest.layers[0].digest, img.layers[0].digest); // kept as it was
+    assert.equal(manifest.layers[1].mediaType, MEDIA.ociLayerGzip);
+    const gz = await Deno.readFile(
+      join(out, "blobs", "sha256", manifest.layers[1].digest.slice(7)),
+    );
+    const tar = new Uint8Array(
+      await new Response(new Blob([gz]).stream().pipeThrough(new DecompressionStream("gzip")))
+        .arrayBuffer(),
+    );
+    assert.equal("sha256:" + createHash("sha256").update(tar).digest("hex"), img.layers[1].diffId);
+    // The re-made layout imports to the same layers.
+    await withImageStore(async (store2) => {
+      const again = await importOciLayout(store2, { dir: out, tag: "t" });
+      assert.deepEqual(again.image.layers, r.image.layers);
+    });
+  });
+});
+
+Deno.test("image import: two imports at once of images sharing a base make the base once", async () => {
+  await withImageStore(async (store, driver, base) => {
+    const a = await buildImage([{ files: BASE }, { files: { "a": "a\n" } }], { label: "a" });
+    const b = await buildImage([{ files: BASE }, { files: { "b": "b\n" } }], { label: "b" });
+    const dir = join(base, "layout");
+    await writeLayout(dir, a, "a");
+    await writeLayout(dir, b, "b");
+    const [ra, rb] = await Promise.all([
+      importOciLayout(store, { dir, tag: "a" }),
+      importOciLayout(store, { dir, tag: "b" }),
+    ]);
+    assert.deepEqual(
+      [ra.layers[0].reused, rb.layers[0].reused].sort(),
+      [false, true],
+    );
+    assert.equal((await driver.listLayers()).length, 3);
+    assert.deepEqual(await driver.store.incomplete(), []);
+  });
+});

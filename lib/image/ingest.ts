@@ -96,6 +96,13 @@ export async function ingestLayer(
     onBytes?: (n: number) => void;
   },
 ): Promise<{ reused: boolean }> {
+  return await store.withLayerLock(args.chainId, () => ingestLocked(store, args));
+}
+
+async function ingestLocked(
+  store: ImageStore,
+  args: Parameters<typeof ingestLayer>[1],
+): Promise<{ reused: boolean }> {
   const driver: Driver = store.driver;
   const id = layerIdOf(args.chainId);
   const parentId = args.parent ? layerIdOf(args.parent) : "";

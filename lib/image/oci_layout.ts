@@ -210,8 +210,9 @@ export interface ExportOptions {
  * Write image `ref` of the store to the OCI layout `dir` (made when missing;
  * an existing layout gains the image, replacing the entry with the same tag).
  * Original layer blobs are copied as they were imported; a layer whose blob
- * is not in the store is re-made from the layer (gzip) and must give its diff
- * id, else the export fails naming it. Returns the manifest descriptor.
+ * is not in the store is re-made (gzip) from the layer's original tar, which
+ * the driver keeps as a tar-split record; it must give the layer's diff id,
+ * else the export fails naming it. A re-made blob changes the manifest digest. Returns the manifest descriptor.
  *
  * @example
  * ```ts
@@ -243,6 +244,7 @@ export async function exportOciLayout(
         blobDir,
         diffId: config.rootfs.diff_ids[i],
         what,
+        docker: desc.mediaType.startsWith("application/vnd.docker."),
       });
       newManifest ??= structuredClone(manifest);
       newManifest.layers[i] = { ...remade, annotations: desc.annotations };
@@ -308,11 +310,14 @@ async function remakeLayer(
   store: ImageStore,
   chainId: string,
   parent: string | null,
-  args: { blobDir: string; diffId: string; what: string },
+  args: { blobDir: string; diffId: string; what: string; docker: boolean },
 ): Promise<Descriptor> {
   const id = layerIdOf(chainId);
-  const tarStream = await store.driver.diff(id, parent ? layerIdOf(parent) : "");
-  const tar = verifying(`${args.what}: the layer's diff (not digest-stable)`, {
+  // The original tar (tar-split) when the layer kept its record; its diff id is checked below.
+  const tarStream = await store.driver.diff(id, parent ? layerIdOf(parent) : "", {
+    source: "original",
+  });
+  const tar = verifying(`${args.what}: the layer's original tar`, {
     digest: args.diffId,
   });
   const gz = verifying(args.what);
@@ -326,5 +331,9 @@ async function remakeLayer(
     await Deno.remove(tmp).catch(() => {});
     throw new Error(`${args.what} is not in the store: ${(e as Error).message}`, { cause: e });
   }
-  return { mediaType: MEDIA.ociLayerGzip, digest: gz.result.digest, size: gz.result.size };
+  return {
+    mediaType: args.docker ? MEDIA.dockerLayerGzip : MEDIA.ociLayerGzip,
+    digest: gz.result.digest,
+    size: gz.result.size,
+  };
 }

@@ -184,6 +184,28 @@ export class ImageStore {
     }
   }
 
+  /**
+   * Run `fn` holding the lock of layer `chainId` (flock on
+   * `images/locks/<hex>`): two imports of the same layer, in one process or
+   * two, take turns, and the second finds the layer made.
+   */
+  async withLayerLock<T>(chainId: string, fn: () => Promise<T>): Promise<T> {
+    const dir = join(this.dir, "locks");
+    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+    const f = await Deno.open(join(dir, layerIdOf(chainId)), {
+      read: true,
+      write: true,
+      create: true,
+      mode: 0o600,
+    });
+    try {
+      await f.lock(true);
+      return await fn();
+    } finally {
+      f.close();
+    }
+  }
+
   // ---- blobs ----
 
   /** Path of blob `digest`. */
