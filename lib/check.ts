@@ -21,6 +21,7 @@ import { MountCounts } from "./refcount.ts";
 import { atomicRemove, ensureRemoveAll } from "./remove.ts";
 import type { UnionDriver } from "./union.ts";
 import { TAR_SPLIT_SUFFIX } from "./tar_split_store.ts";
+import { imageLeftovers } from "./image/leftovers.ts";
 
 /** The kinds of problem `checkRoot` reports. */
 export type FindingKind =
@@ -39,7 +40,9 @@ export type FindingKind =
   /** A layer directory (`diff/<id>`, `mnt/<id>`, ...) of no layer. */
   | "orphan-dir"
   /** A tar-split record (`tar-split/<id>.tar-split.gz`) of no layer, or a temp file of one. */
-  | "orphan-tar-split";
+  | "orphan-tar-split"
+  /** Under `images/`: a temp blob or record, a partial download, a record of no layer. */
+  | "image-leftover";
 
 /** What became of a finding. */
 export type RepairState =
@@ -283,6 +286,11 @@ export async function checkRoot(
   for (const name of other) {
     const path = join(driver.tarSplit.dir, name);
     const f = add({ kind: "orphan-tar-split", path, detail: "not a tar-split record" });
+    if (repair) await attempt(f, () => Deno.remove(path, { recursive: true }));
+  }
+
+  for (const { path, detail } of imageLeftovers(driver.root, completeSet)) {
+    const f = add({ kind: "image-leftover", path, detail });
     if (repair) await attempt(f, () => Deno.remove(path, { recursive: true }));
   }
 

@@ -14,6 +14,7 @@ import { exportOciLayout, importOciLayout } from "../lib/image/oci_layout.ts";
 import { layerIdOf } from "../lib/image/store.ts";
 import { buildImage, treeOf, withImageStore, writeLayout } from "./support/oci_build.ts";
 import { MEDIA } from "../lib/image/compression.ts";
+import { checkRoot } from "../lib/check.ts";
 
 const BASE = { "etc/os": "strata-test\n", "bin/sh": "#!sh\n", "etc/gone": "x\n" };
 
@@ -268,5 +269,30 @@ Deno.test("image import: two imports at once of images sharing a base make the b
     );
     assert.equal((await driver.listLayers()).length, 3);
     assert.deepEqual(await driver.store.incomplete(), []);
+  });
+});
+
+Deno.test("check reports what an interrupted image operation leaves (temp blob, partial download, record of no layer); repair removes it", async () => {
+  await withImageStore(async (store, driver, base) => {
+    const img = await buildImage([{ files: BASE }]);
+    const dir = join(base, "layout");
+    await writeLayout(dir, img, "t");
+    const r = await importOciLayout(store, { dir, tag: "t" });
+    assert.equal((await checkRoot(driver)).clean, true);
+    await Deno.writeFile(join(store.blobDir, ".0123456789abcdef.tmp"), new Uint8Array(3));
+    await Deno.writeFile(join(store.tmpDir, "ab".repeat(32) + ".partial"), new Uint8Array(3));
+    await driver.remove(layerIdOf(r.image.layers[0])); // behind the image store's back
+    const report = await checkRoot(driver);
+    assert.equal(report.clean, false);
+    assert.deepEqual(
+      report.findings.map((f) => [f.kind, f.path.slice(store.dir.length + 1)]).sort(),
+      [
+        ["image-leftover", "blobs/sha256/.0123456789abcdef.tmp"],
+        ["image-leftover", `layers/${layerIdOf(r.image.layers[0])}.json`],
+        ["image-leftover", `tmp/${"ab".repeat(32)}.partial`],
+      ],
+    );
+    assert.equal((await checkRoot(driver, { repair: true })).clean, true);
+    assert.equal((await checkRoot(driver)).findings.length, 0);
   });
 });
