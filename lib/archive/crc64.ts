@@ -3,9 +3,11 @@
  * `crc64.MakeTable(crc64.ISO)` (reflected, initial value and final XOR all
  * ones). tar-split stores this checksum of every file's content.
  *
- * The 64-bit state is kept as two 32-bit halves; bytes are folded eight at a
- * time through eight tables (slicing-by-8), which is what makes it fast
- * enough to run over every byte of a layer while it is extracted.
+ * Inputs are folded eight bytes at a time through eight tables
+ * (slicing-by-8, as Go does), the 64-bit state kept as two 32-bit halves and
+ * the input read as aligned 32-bit words (two loads per eight bytes instead
+ * of eight: about twice as fast here). A small WebAssembly version with
+ * 64-bit arithmetic was measured no faster (it pays a copy into its memory).
  *
  * @module
  */
@@ -13,6 +15,7 @@
 /** Go's `crc64.ISO`, reflected: only the top byte is set. */
 const POLY_HI = 0xd8000000;
 
+/** The slicing-by-8 tables as 32-bit halves (`lo`, `hi`), table `t` at `t * 256`. */
 function makeTables(): { lo: Int32Array; hi: Int32Array } {
   const lo = new Int32Array(8 * 256);
   const hi = new Int32Array(8 * 256);
@@ -42,6 +45,9 @@ function makeTables(): { lo: Int32Array; hi: Int32Array } {
 
 const TABLES = makeTables();
 
+/** Word reads assume a little-endian machine (x86_64, aarch64); elsewhere bytes only. */
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+
 /**
  * A running CRC-64/ISO (Go's `crc64.New(crc64.MakeTable(crc64.ISO))`).
  *
@@ -54,6 +60,7 @@ const TABLES = makeTables();
  * ```
  */
 export class Crc64 {
+  // The inverted state as 32-bit halves.
   #lo = -1;
   #hi = -1;
 
@@ -69,18 +76,29 @@ export class Crc64 {
     const th = TABLES.hi;
     let lo = this.#lo;
     let hi = this.#hi;
-    let i = 0;
     const n = b.length;
-    const end8 = n - (n & 7);
-    for (; i < end8; i += 8) {
-      const l = lo ^ (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24));
-      const h = hi ^ (b[i + 4] | (b[i + 5] << 8) | (b[i + 6] << 16) | (b[i + 7] << 24));
-      const i7 = l & 0xff, i6 = (l >>> 8) & 0xff, i5 = (l >>> 16) & 0xff, i4 = l >>> 24;
-      const i3 = h & 0xff, i2 = (h >>> 8) & 0xff, i1 = (h >>> 16) & 0xff, i0 = h >>> 24;
-      lo = tl[1792 + i7] ^ tl[1536 + i6] ^ tl[1280 + i5] ^ tl[1024 + i4] ^
-        tl[768 + i3] ^ tl[512 + i2] ^ tl[256 + i1] ^ tl[i0];
-      hi = th[1792 + i7] ^ th[1536 + i6] ^ th[1280 + i5] ^ th[1024 + i4] ^
-        th[768 + i3] ^ th[512 + i2] ^ th[256 + i1] ^ th[i0];
+    let i = 0;
+    // Bytes up to a 4-byte boundary of the buffer, then 8 at a time as two words.
+    const head = Math.min(n, (4 - (b.byteOffset & 3)) & 3);
+    for (; i < head; i++) {
+      const idx = (lo ^ b[i]) & 0xff;
+      lo = ((lo >>> 8) | (hi << 24)) ^ tl[idx];
+      hi = (hi >>> 8) ^ th[idx];
+    }
+    const pairs = LITTLE_ENDIAN ? (n - i) >> 3 : 0;
+    if (pairs > 0) {
+      const w = new Int32Array(b.buffer, b.byteOffset + i, pairs * 2);
+      for (let k = 0; k < w.length; k += 2) {
+        const x = lo ^ w[k];
+        const y = hi ^ w[k + 1];
+        const a0 = x & 0xff, a1 = (x >>> 8) & 0xff, a2 = (x >>> 16) & 0xff, a3 = x >>> 24;
+        const b0 = y & 0xff, b1 = (y >>> 8) & 0xff, b2 = (y >>> 16) & 0xff, b3 = y >>> 24;
+        lo = tl[1792 + a0] ^ tl[1536 + a1] ^ tl[1280 + a2] ^ tl[1024 + a3] ^
+          tl[768 + b0] ^ tl[512 + b1] ^ tl[256 + b2] ^ tl[b3];
+        hi = th[1792 + a0] ^ th[1536 + a1] ^ th[1280 + a2] ^ th[1024 + a3] ^
+          th[768 + b0] ^ th[512 + b1] ^ th[256 + b2] ^ th[b3];
+      }
+      i += pairs * 8;
     }
     for (; i < n; i++) {
       const idx = (lo ^ b[i]) & 0xff;
