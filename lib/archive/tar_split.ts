@@ -1056,15 +1056,22 @@ export function assembleTar(
     }
   };
 
-  return new ReadableStream<Uint8Array>({
+  // A byte stream: a BYOB reader's own buffer is filled (no fresh memory per
+  // chunk when it recycles one); a default reader gets fresh 1 MiB chunks.
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: CHUNK_SIZE,
     async pull(controller) {
-      const chunk = new Uint8Array(CHUNK_SIZE);
+      const req = controller.byobRequest!;
+      const v = req.view!;
+      const chunk = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+      const size = chunk.length;
       let pos = 0;
       let finished = false;
       try {
-        while (pos < CHUNK_SIZE) {
+        while (pos < size) {
           if (seg !== null) {
-            const n = Math.min(seg.length - segAt, CHUNK_SIZE - pos);
+            const n = Math.min(seg.length - segAt, size - pos);
             chunk.set(seg.subarray(segAt, segAt + n), pos);
             pos += n;
             segAt += n;
@@ -1072,7 +1079,7 @@ export function assembleTar(
             continue;
           }
           if (file !== null) {
-            const want = Math.min(fileLeft, CHUNK_SIZE - pos);
+            const want = Math.min(fileLeft, size - pos);
             if (want > 0) {
               let got: number;
               if (fd >= 0) {
@@ -1118,12 +1125,13 @@ export function assembleTar(
         await shut(err);
         throw err;
       }
-      if (pos > 0) {
-        controller.enqueue(pos < CHUNK_SIZE / 2 ? chunk.slice(0, pos) : chunk.subarray(0, pos));
-      }
+      if (pos > 0) req.respond(pos);
       if (finished) {
         await shut();
         controller.close();
+        // A BYOB read still waiting (made while shut was awaited, or this one
+        // when nothing was filled) ends with 0 bytes.
+        controller.byobRequest?.respond(0);
       }
     },
     async cancel(reason) {
