@@ -560,6 +560,8 @@ export class UnionDriver implements Driver {
       try {
         const owner = rootPair(this);
         for (const dir of this.#layerDirPaths(id)) await this.#freshDir(dir, owner);
+        // A record left by an earlier layer of this id (a removal cut short) is not this layer's.
+        await this.tarSplit.remove(id);
         await this.store.write(id, chain);
       } catch (e) {
         try {

@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { OverlayDriver } from "../lib/overlay/driver.ts";
+import { withAufs } from "./support/aufs_harness.ts";
 import { untar } from "../lib/archive/untar.ts";
 import { tarDirectory } from "../lib/archive/tar_dir.ts";
 import { encodeHeader, END_OF_ARCHIVE, padding } from "../lib/archive/tar_writer.ts";
@@ -353,6 +354,13 @@ Deno.test("diff falls back to a rebuilt tar once the layer may have changed, and
     await d.put("c");
     await expectSource(d.diff("c", "b"), "rebuilt");
 
+    // A record left behind for an id (a removal cut short) is not the next layer's.
+    await d.create("a0", "");
+    await d.applyDiff("a0", "", stream());
+    await Deno.copyFile(d.tarSplit.pathOf("a0"), d.tarSplit.pathOf("z"));
+    await d.create("z", "");
+    assert.equal(d.tarSplit.has("z"), false);
+
     // remove deletes the record with the layer.
     await d.create("e", "");
     await d.applyDiff("e", "", stream());
@@ -397,6 +405,31 @@ Deno.test("overlay: a body under a .wh. name (not on disk by that name) keeps no
     assert.equal(await Deno.readTextFile(join(d.diffDir("a"), "f")), "pseudo-link target");
     assert.equal(d.tarSplit.has("a"), false);
     await expectSource(d.diff("a", ""), "rebuilt");
+  });
+});
+
+Deno.test("aufs: a layer tar with whiteouts and pseudo-links diffs to its original bytes", async () => {
+  await withAufs(async (d) => {
+    const body = enc.encode("kept literally on aufs\n");
+    const tar = new Uint8Array([
+      ...encodeHeader(makeHeader({ name: "dir/", type: TarType.DIR, mode: 0o755 })),
+      ...encodeHeader(makeHeader({ name: "dir/.wh..wh..opq" })),
+      ...encodeHeader(makeHeader({ name: ".wh.gone" })),
+      ...encodeHeader(makeHeader({ name: ".wh..wh.plnk/7.8", size: body.length })),
+      ...body,
+      ...new Uint8Array(padding(body.length)),
+      ...encodeHeader(makeHeader({ name: "f", type: TarType.LINK, linkname: ".wh..wh.plnk/7.8" })),
+      ...END_OF_ARCHIVE,
+    ]);
+    await d.create("base", "");
+    await d.applyDiff("base", "", streamOf(handTar()));
+    await d.create("child", "base");
+    await d.applyDiff("child", "base", streamOf(tar));
+    const out = await d.diff("child", "base");
+    assert.equal(out.source, "original");
+    assert.equal(await sha256(await bytesOf(out)), await sha256(tar));
+    const rebuilt = await d.diff("child", "base", { source: "rebuilt" });
+    assert.notEqual(await sha256(await bytesOf(rebuilt)), await sha256(tar));
   });
 });
 
