@@ -108,6 +108,32 @@ Deno.test("fault: passing 500s are retried with backoff; Bearer token auth from 
   });
 });
 
+Deno.test("pull of an index picks this host's platform; another platform is asked for by option", async () => {
+  const img = await image();
+  await withFakeRegistry(img, "f/app", "1", { index: true }, async (reg) => {
+    await withImageStore(async (store) => {
+      const r = await pullImage(store, `${reg.host}/f/app:1`, FAST);
+      assert.equal(r.image.digest, img.manifest.digest);
+      await assert.rejects(
+        () =>
+          pullImage(store, `${reg.host}/f/app:1`, {
+            ...FAST,
+            platform: { os: "linux", architecture: "riscv64" },
+          }),
+        /no image for linux\/riscv64 \(has: linux\/s390x, linux\/(amd64|arm64)\)/,
+      );
+      await assert.rejects(
+        () =>
+          pullImage(store, `${reg.host}/f/app:1`, {
+            ...FAST,
+            platform: { os: "linux", architecture: "s390x" },
+          }),
+        /sha256:5{64}.*HTTP 404/,
+      );
+    });
+  });
+});
+
 Deno.test("an AbortSignal stops a pull: nothing half-made is left but the resumable download", async () => {
   const img = await image();
   const big = img.layers[1].digest;

@@ -13,7 +13,7 @@ import { importOciLayout } from "../lib/image/oci_layout.ts";
 import { pullImage, pushImage } from "../lib/image/pull.ts";
 import { layerIdOf } from "../lib/image/store.ts";
 import { sha256Digest } from "../lib/image/digest.ts";
-import { toolsPresent } from "./support/image_cli.ts";
+import { ok, toolsPresent, withCliRoot } from "./support/image_cli.ts";
 import {
   buildImage,
   type LayerFiles,
@@ -209,6 +209,26 @@ Deno.test({
       await withImageStore(async (store) => {
         const pulled = await pullImage(store, `${host}/secure:1`, { authFile });
         assert.equal(pulled.image.digest, img.manifest.digest);
+      });
+      // The CLI: --creds, and a one-line 401 without them.
+      await withCliRoot(async (strata) => {
+        const denied = await strata(
+          "image",
+          "pull",
+          `${host}/secure:1`,
+          "--authfile",
+          authFile + ".none",
+        );
+        assert.equal(denied.code, 1);
+        assert.match(denied.err, /^strata: .*HTTP 401.*\n$/);
+        assert.equal(
+          (await strata("image", "pull", `${host}/secure:1`, "--creds", "nocolon")).code,
+          2,
+        );
+        const out = ok(
+          await strata("image", "pull", `${host}/secure:1`, "--creds", "strata:s3cret"),
+        );
+        assert.equal(out.split("\n")[0], img.manifest.digest);
       });
       // skopeo reads what strata pushed with the same credentials.
       await skopeo(

@@ -21,6 +21,8 @@ export interface Faults {
   missing?: Set<string>;
   /** Send these blobs in 4 KiB pieces with this many ms between them. */
   trickleMs?: Record<string, number>;
+  /** Serve the tag as an image index: the image for this host, a missing one for s390x. */
+  index?: boolean;
   /** Require `Authorization: Bearer <token>` got from /token with these credentials. */
   bearer?: { username: string; password: string };
 }
@@ -53,6 +55,25 @@ export async function withFakeRegistry(
 ): Promise<void> {
   const blobs = new Map<string, Uint8Array>();
   for (const b of [img.config, ...img.layers]) blobs.set(b.digest, b.bytes);
+  const arch = Deno.build.arch === "x86_64" ? "amd64" : "arm64";
+  const index = JSON.stringify({
+    schemaVersion: 2,
+    mediaType: "application/vnd.oci.image.index.v1+json",
+    manifests: [
+      {
+        mediaType: img.manifest.mediaType,
+        digest: "sha256:" + "5".repeat(64),
+        size: 100,
+        platform: { os: "linux", architecture: "s390x" },
+      },
+      {
+        mediaType: img.manifest.mediaType,
+        digest: img.manifest.digest,
+        size: img.manifest.size,
+        platform: { os: "linux", architecture: arch },
+      },
+    ],
+  });
   const seen: Seen[] = [];
   const counts = new Map<string, number>();
   const ac = new AbortController();
@@ -90,6 +111,13 @@ export async function withFakeRegistry(
       );
     }
     if (url.pathname === "/v2/") return respond(new Response("{}"));
+    if (faults.index && url.pathname === `/v2/${repo}/manifests/${tag}`) {
+      return respond(
+        new Response(index, {
+          headers: { "content-type": "application/vnd.oci.image.index.v1+json" },
+        }),
+      );
+    }
     if (
       url.pathname === `/v2/${repo}/manifests/${tag}` ||
       url.pathname === `/v2/${repo}/manifests/${img.manifest.digest}`
