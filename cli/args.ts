@@ -126,9 +126,9 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   {
     name: "diff",
-    synopsis: "ID [--parent P] [-o FILE]",
-    summary: "write the layer's changes as a tar to stdout or FILE",
-    options: { parent: S, output: { type: "string", short: "o" } },
+    synopsis: "ID [--parent P] [-o FILE] [--source auto|original|rebuilt]",
+    summary: "write the layer's changes as a tar to stdout or FILE (the applied tar when intact)",
+    options: { parent: S, output: { type: "string", short: "o" }, source: S },
     operands: ["ID"],
     required: 1,
   },

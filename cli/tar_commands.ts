@@ -134,11 +134,20 @@ export const diff: Handler = async (ctx) => {
       `strata diff ${id} -o FILE, or redirect stdout`,
     );
   }
+  const want = stringFlag(ctx, "source") ?? "auto";
+  if (want !== "auto" && want !== "original" && want !== "rebuilt") {
+    throw new UsageError(
+      `--source must be auto, original or rebuilt, not ${JSON.stringify(want)}`,
+      `strata diff ${id} --source original`,
+    );
+  }
   await requireLayer(ctx, id);
   const parent = await parentOf(ctx, id);
   const progress = progressFor(ctx, `diff ${id}`);
+  let source: string;
   try {
-    const tar = await ctx.driver.diff(id, parent);
+    const tar = await ctx.driver.diff(id, parent, { source: want });
+    source = tar.source;
     if (file === undefined) {
       await copyTar(tar, STDOUT_FD, progress);
       return { json: undefined, text: [], silent: true };
@@ -148,9 +157,19 @@ export const diff: Handler = async (ctx) => {
     progress.done();
   }
   return {
-    json: { id, parent: parent || null, file, bytes: progress.bytes, entries: progress.entries },
+    json: {
+      id,
+      parent: parent || null,
+      file,
+      bytes: progress.bytes,
+      entries: progress.entries,
+      source,
+    },
     text: [],
-    note: [`wrote ${humanBytes(progress.bytes)} (${progress.entries} entries) to ${file}`],
+    note: [
+      `wrote ${humanBytes(progress.bytes)} (${progress.entries} entries) to ${file}` +
+      (source === "original" ? " (the applied tar, byte for byte)" : " (rebuilt from the files)"),
+    ],
   };
 };
 

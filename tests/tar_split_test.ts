@@ -528,6 +528,39 @@ Deno.test({
   },
 });
 
+Deno.test("strata diff gives the applied tar back, says so, and takes --source", async () => {
+  const CLI = new URL("../cli.ts", import.meta.url).pathname;
+  await withTemp(async (dir) => {
+    const root = join(dir, "root");
+    const tarPath = join(dir, "in.tar");
+    await Deno.writeFile(tarPath, handTar());
+    const strata = (...args: string[]) =>
+      runCommand(Deno.execPath(), ["run", "-A", CLI, "--root", root, ...args]);
+    try {
+      assert.equal((await strata("create", "l")).code, 0);
+      assert.equal((await strata("apply", "l", tarPath)).code, 0);
+      const out = join(dir, "out.tar");
+      const r = await strata("--json", "diff", "l", "-o", out);
+      assert.equal(r.code, 0, r.err);
+      assert.equal(JSON.parse(r.out).source, "original");
+      assert.equal(await sha256(await Deno.readFile(out)), await sha256(handTar()));
+      const rebuilt = await strata("--json", "diff", "l", "-o", out, "--source", "rebuilt");
+      assert.equal(JSON.parse(rebuilt.out).source, "rebuilt");
+      const bad = await strata("diff", "l", "-o", out, "--source", "bogus");
+      assert.equal(bad.code, 2);
+      assert.match(bad.err, /--source must be auto, original or rebuilt/);
+      assert.equal((await strata("mount", "l")).code, 0);
+      assert.equal((await strata("umount", "l")).code, 0);
+      const gone = await strata("diff", "l", "-o", out, "--source", "original");
+      assert.equal(gone.code, 1);
+      assert.match(gone.err, /layer "l": diff \(original bytes\) .*no tar-split record/);
+    } finally {
+      await strata("-q", "cleanup");
+      assert.deepEqual(mountpointsUnder(dir), []);
+    }
+  });
+});
+
 Deno.test({
   name: "peer fixture cleanup",
   ignore: ignorePeer,
