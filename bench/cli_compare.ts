@@ -36,7 +36,8 @@
 
 import { join } from "node:path";
 import { parseArgs } from "node:util";
-import { MNT, openDriver, OverlayDriver, systemLibc, tarDirectory } from "../mod.ts";
+import { AT, MNT, O, openDriver, OverlayDriver, systemLibc, tarDirectory } from "../mod.ts";
+import { TarStream } from "../lib/archive/tar_appender.ts";
 import { recursiveUnmount } from "../lib/mounts.ts";
 import { AUFS_DIFF_EXCLUDES } from "../lib/archive/whiteouts.ts";
 import { makeTrees, run } from "./support/trees.ts";
@@ -133,10 +134,16 @@ async function runGroup(g: Group, rounds: number): Promise<Map<string, number[]>
 
 const { values: flags } = parseArgs({
   args: Deno.args,
-  options: { rounds: { type: "string", default: "5" }, only: { type: "string" } },
+  options: {
+    rounds: { type: "string", default: "5" },
+    only: { type: "string" },
+    before: { type: "string" },
+  },
 });
 const ROUNDS = Number(flags.rounds);
 const ONLY = new Set(flags.only ? flags.only.split(",") : ALL_GROUPS);
+/** A checkout of an older strata whose CLI runs beside (`--before DIR`), for before/after rows. */
+const CLI_BEFORE = flags.before ? join(flags.before, "cli.ts") : undefined;
 const hasPeer = (() => {
   try {
     return Deno.statSync(PEER).isFile;
@@ -163,12 +170,6 @@ function cleanup(): void {
     libc.umount2(base, MNT.DETACH);
   }
   Deno.removeSync(base, { recursive: true });
-}
-
-async function drain(stream: ReadableStream<Uint8Array>): Promise<number> {
-  let n = 0;
-  for await (const chunk of stream) n += chunk.length;
-  return n;
 }
 
 try {
@@ -211,7 +212,31 @@ try {
   const strata = (args: string) =>
     `${shq(DENO)} run --allow-all --no-prompt ${shq(CLI)} --root ${shq(root)} --driver overlay ` +
     `-q ${args}`;
+  const strataBefore = (args: string) =>
+    `${shq(DENO)} run --allow-all --no-prompt ${shq(CLI_BEFORE!)} --root ${shq(root)} ` +
+    `--driver overlay -q ${args}`;
+  /** Contenders of the older CLI, when `--before` names one. */
+  const before = (cs: Contender[]): Contender[] => (CLI_BEFORE ? cs : []);
   const out = join(base, "out.tar");
+  /** Write a layer's tar to `out` the way strata diff does (in this process). */
+  const libraryExport = async (tar: ReadableStream<Uint8Array>) => {
+    const fd = libc.openat(AT.FDCWD, out, O.WRONLY | O.CREAT | O.TRUNC, 0o644);
+    try {
+      if (tar instanceof TarStream) tar.writeToFd(fd);
+      else {
+        const reader = tar.getReader({ mode: "byob" });
+        let buf = new Uint8Array(1 << 20);
+        for (;;) {
+          const { done, value } = await reader.read(buf);
+          if (done || !value) break;
+          libc.writeAll(fd, value);
+          buf = new Uint8Array(value.buffer);
+        }
+      }
+    } finally {
+      libc.close(fd);
+    }
+  };
   const rmOut = () => Deno.remove(out).catch(() => {});
   let fresh = 0;
   let dest = "";
@@ -260,15 +285,35 @@ try {
             : []),
           { label: "strata diff -o FILE", sh: strata(`diff ${id} -o ${shq(out)}`), after: rmOut },
           { label: "strata diff | cat", sh: `${strata(`diff ${id}`)} | cat > /dev/null` },
+          ...before([
+            {
+              label: "before: strata diff -o FILE",
+              sh: strataBefore(`diff ${id} -o ${shq(out)}`),
+              after: rmOut,
+            },
+            {
+              label: "before: strata diff | cat",
+              sh: `${strataBefore(`diff ${id}`)} | cat > /dev/null`,
+            },
+          ]),
           {
-            label: "library diff (in-process, drained)",
-            fn: async () => drain(await driver.diff(id, "")),
+            label: "library diff > FILE (in-process)",
+            fn: async () => libraryExport(await driver.diff(id, "")),
+            after: rmOut,
+          },
+          {
+            label: "library diff rebuilt > FILE (in-process)",
+            fn: async () => libraryExport(await driver.diff(id, "", { source: "rebuilt" })),
+            after: rmOut,
           },
         ],
         ratios: [
           ["strata diff -o FILE", "GNU tar -cf FILE", id === "big" ? 1.0 : 1.1],
           ["strata diff | cat", "GNU tar | cat", id === "big" ? 1.0 : 1.1],
           ["strata diff -o FILE", "peer tar > FILE", undefined],
+          ["library diff rebuilt > FILE (in-process)", "GNU tar -cf FILE", undefined],
+          ["before: strata diff -o FILE", "GNU tar -cf FILE", undefined],
+          ["before: strata diff | cat", "GNU tar | cat", undefined],
         ],
       });
     }
@@ -291,6 +336,10 @@ try {
             : []),
           { label: "strata apply FILE", sh: `${strata(`apply "$L" ${shq(tar)}`)}` },
           { label: "cat | strata apply -", sh: `cat ${shq(tar)} | ${strata(`apply "$L" -`)}` },
+          ...before([{
+            label: "before: strata apply FILE",
+            sh: strataBefore(`apply "$L" ${shq(tar)}`),
+          }]),
           {
             label: "library applyDiff (in-process)",
             fn: async () => driver.applyDiff(layer, "", (await Deno.open(tar)).readable),
@@ -301,6 +350,7 @@ try {
           ["cat | strata apply -", "GNU tar -xf", undefined],
           ["strata apply FILE", "library applyDiff (in-process)", 1.05],
           ["strata apply FILE", "peer untar --plain", undefined],
+          ["before: strata apply FILE", "GNU tar -xf", undefined],
         ],
       });
     }
@@ -314,6 +364,10 @@ try {
           sh: `gzip -dc ${shq(gz)} | tar --numeric-owner --xattrs --xattrs-include='*' -x -C "$D"`,
         },
         { label: "strata apply FILE.gz", sh: strata(`apply "$L" ${shq(gz)}`) },
+        ...before([{
+          label: "before: strata apply FILE.gz",
+          sh: strataBefore(`apply "$L" ${shq(gz)}`),
+        }]),
         {
           label: "library applyDiff (in-process, gunzip)",
           fn: async () =>
@@ -324,7 +378,10 @@ try {
             ),
         },
       ].map((c) => withDest(c)),
-      ratios: [["strata apply FILE.gz", "gzip -dc | tar -x", 1.1]],
+      ratios: [
+        ["strata apply FILE.gz", "gzip -dc | tar -x", 1.1],
+        ["before: strata apply FILE.gz", "gzip -dc | tar -x", undefined],
+      ],
     });
   }
   if (ONLY.has("zstd") && hasZstd) {
@@ -393,11 +450,13 @@ try {
         { label: "strata exists", sh: strata("exists small") },
         { label: "strata layers", sh: strata("layers") },
         { label: "strata status", sh: strata("status") },
+        ...before([{ label: "before: strata exists", sh: strataBefore("exists small") }]),
       ],
       ratios: [
         ["strata exists", "deno eval 0", 1.3],
         ["strata layers", "deno eval 0", 1.3],
         ["strata status", "deno eval 0", 1.3],
+        ["before: strata exists", "deno eval 0", undefined],
       ],
     });
   }
