@@ -51,6 +51,7 @@ export type { ErrnoFields } from "./ffi/errno.ts";
 
 // Errors
 export {
+  AufsBranchLimitError,
   AufsNestedError,
   AufsNotSupportedError,
   IncompatibleFsError,

@@ -60,6 +60,37 @@ export class AufsNestedError extends NotSupportedError {
 }
 
 /**
+ * A layer's chain has more branches than the kernel's aufs can stack
+ * (`CONFIG_AUFS_BRANCH_MAX_*`: 127 by default). Thrown before any mount is made.
+ *
+ * @example
+ * ```ts
+ * import { AufsBranchLimitError } from "./errors.ts";
+ * const e = new AufsBranchLimitError("top", 128, 127);
+ * console.log(e.message);
+ * // layer "top": its aufs union needs 128 branches, the kernel's aufs stacks at most 127
+ * ```
+ */
+export class AufsBranchLimitError extends Error {
+  /** The layer whose union was asked for. */
+  readonly id: string;
+  /** Branches the union needs (the layer and its parents). */
+  readonly branches: number;
+  /** The kernel's maximum. */
+  readonly max: number;
+  /** `branches` needed by layer `id`, `max` allowed. */
+  constructor(id: string, branches: number, max: number) {
+    super(
+      `layer "${id}": its aufs union needs ${branches} branches, the kernel's aufs stacks at most ${max}`,
+    );
+    this.name = "AufsBranchLimitError";
+    this.id = id;
+    this.branches = branches;
+    this.max = max;
+  }
+}
+
+/**
  * The backing filesystem of the driver root cannot hold this driver's layers.
  *
  * @example

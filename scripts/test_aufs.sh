@@ -14,6 +14,15 @@ VM=${STRATA_AUFS_VM:-../shared/aufs-vm/run.sh}
 FILES=(
   tests/driver_contract_test.ts
   tests/graphtest_test.ts
+  tests/aufs_kernel_test.ts
+  tests/aufs_real_test.ts
+)
+# Host tests whose recording libc double fakes aufs: the mount data it accepts
+# there is logged and replayed on the real kernel by tests/aufs_kernel_test.ts.
+DOUBLE_FILES=(
+  tests/aufs_driver_test.ts
+  tests/aufs_probe_test.ts
+  tests/recording_libc_test.ts
 )
 
 if ! command -v qemu-system-x86_64 >/dev/null 2>&1; then
@@ -26,5 +35,24 @@ if [ ! -f "$VM" ]; then
 fi
 
 deno check "${FILES[@]}" || exit 1
-exec bash "$VM" --share "$PWD" --timeout 1200 -- \
+
+# A log already written by `deno task test` (STRATA_AUFS_DATA_LOG set, as .ci/run does) is
+# reused; otherwise the double's tests run on the host first to write one.
+LOGDIR=$(mktemp -d /tmp/strata-test-aufs.XXXXXX)
+trap 'rm -rf "$LOGDIR"' EXIT
+if [ -s "${STRATA_AUFS_DATA_LOG:-}" ]; then
+  cp "$STRATA_AUFS_DATA_LOG" "$LOGDIR/aufs-data.jsonl"
+  LOG=$LOGDIR/aufs-data.jsonl
+else
+  LOG=$LOGDIR/aufs-data.jsonl
+  echo "test:aufs: recording the mount data the aufs double accepts (host: ${DOUBLE_FILES[*]})"
+  if ! STRATA_AUFS_DATA_LOG=$LOG deno test --allow-all --no-prompt --quiet "${DOUBLE_FILES[@]}" \
+    >"$LOGDIR/host.out" 2>&1; then
+    tail -30 "$LOGDIR/host.out"
+    echo "test:aufs: the host tests of the double failed" >&2
+    exit 1
+  fi
+fi
+echo "test:aufs: $(wc -l <"$LOG") aufs calls recorded; booting the aufs guest"
+bash "$VM" --share "$PWD" --host-tmp "$LOGDIR" --env "STRATA_AUFS_DATA_LOG=$LOG" --timeout 1200 -- \
   deno test --allow-all --no-prompt --no-check "${FILES[@]}" "$@"

@@ -4,6 +4,7 @@ import { Errno, MS, systemLibc } from "../ffi/libc.ts";
 import { AufsDriver } from "../lib/aufs/driver.ts";
 import { driverNames, openDriver } from "../lib/driver.ts";
 import {
+  AufsBranchLimitError,
   AufsNestedError,
   AufsNotSupportedError,
   IncompatibleFsError,
@@ -458,14 +459,18 @@ Deno.test("get of a child mounts its union at mnt/<id> with the packed branch li
     assert.equal(driver.heldPath("2"), path);
     assert.equal(driver.isMounted(driver.heldPath("2")!), true);
     const calls = h.libc.mountCalls();
-    // The first mount probes dirperm1 (the double accepts it), then mounts the union.
-    assert.equal(calls.length, 3);
+    // The first mount probes the branch maximum (a one-branch mount; `add:127:` is refused
+    // with ENOSPC: 127), then dirperm1 (the double accepts it), then mounts the union.
+    assert.equal(calls.length, 6);
+    assert.match(String(calls[0][5]), /^br:.*storage-aufs-base.*=rw,xino=\/dev\/shm\/aufs\.xino$/);
+    assert.match(String(calls[1][5]), /^add:127:.*storage-aufs-extra.*=ro$/);
+    assert.equal(calls[2][0], "umount2");
     assert.match(
-      String(calls[0][5]),
+      String(calls[3][5]),
       /^br:.*storage-aufs-base.*,dirperm1,xino=\/dev\/shm\/aufs\.xino$/,
     );
-    assert.equal(calls[1][0], "umount2");
-    assert.deepEqual(calls[2], [
+    assert.equal(calls[4][0], "umount2");
+    assert.deepEqual(calls[5], [
       "mount",
       "none",
       path,
@@ -490,7 +495,7 @@ Deno.test("the mount label is passed as context on the mount", async () => {
       data.endsWith(',dirperm1,context="system_u:object_r:container_file_t:s0:c1,c2"'),
       data,
     );
-  });
+  }, { libc: { selinux: true } });
 });
 
 Deno.test("remove unmounts a mounted layer, then deletes it", async () => {
@@ -806,16 +811,35 @@ Deno.test("cleanup leaves a root that was a mountpoint of its own before init", 
 
 // ---------------------------------------------------------------- status and the rest
 
-Deno.test("status has four pairs: root, backing fs, number of layers, dirperm1", async () => {
+Deno.test("status has five pairs: root, backing fs, number of layers, dirperm1, max branches", async () => {
   await withAufs(async (driver, h) => {
     await driver.create("1", "");
     const status = await driver.status();
-    assert.equal(status.length, 4);
+    assert.equal(status.length, 5);
     assert.deepEqual(status[0], ["Root Dir", h.root]);
     assert.deepEqual(status[1], ["Backing Filesystem", driver.backingFs]);
     assert.deepEqual(status[2], ["Dirs", "1"]);
     assert.deepEqual(status[3], ["Dirperm1 Supported", "true"]);
+    assert.deepEqual(status[4], ["Max Branches", "127"]);
   });
+});
+
+Deno.test("a chain longer than the branch maximum is refused before any mount, with a typed error", async () => {
+  await withAufs(async (driver, h) => {
+    for (let i = 1; i <= 128; i++) await driver.create(String(i), i === 1 ? "" : String(i - 1));
+    assert.deepEqual(new Map(await driver.status()).get("Max Branches"), "127"); // probed
+    h.libc.clearCalls();
+    await assert.rejects(driver.get("128"), (e) => {
+      const cause = (e as Error).cause;
+      return cause instanceof AufsBranchLimitError && cause.branches === 128 && cause.max === 127 &&
+        /layer "128".*128 branches.*at most 127/.test((e as Error).message);
+    });
+    assert.deepEqual(h.libc.mountCalls(), [], "nothing mounted, nothing to undo");
+    assert.equal(await driver.mountCount("128"), 0);
+    assert.equal(await driver.get("127"), join(h.root, "mnt/127")); // 127 branches fit
+    assert.equal(h.libc.fakeMount(join(h.root, "mnt/127"))?.branches.length, 127);
+    await driver.put("127");
+  }, { libc: { pageSize: 4096 } });
 });
 
 Deno.test("metadata is null, no extra image stores, layers listed sorted", async () => {

@@ -27,8 +27,8 @@ Deno.test("double: a fake aufs mount makes statfs of the target and below report
     assert.equal(libc.statfs(dir).type, before);
     assert.equal(libc.statfs(tx).type, before); // a sibling sharing the prefix is not inside
 
-    libc.mount("none", t, "aufs", MS.REMOUNT, `append:${a}=ro+wh`);
-    assert.deepEqual(libc.fakeMount(t)?.branches, [a, b, a]);
+    libc.mount("none", t, "aufs", MS.REMOUNT, `append:${tx}=ro+wh`);
+    assert.deepEqual(libc.fakeMount(t)?.branches, [a, b, tx]);
 
     libc.umount2(t, 0);
     assert.equal(libc.statfs(t).type, before);
@@ -43,7 +43,7 @@ Deno.test("double: fake mounts check their branches, target and page size like t
     Deno.mkdirSync(t);
     assert.throws(
       () => libc.mount("none", t, "aufs", 0n, `br:${join(dir, "missing")}=rw`),
-      (e) => e instanceof ErrnoError && e.errno === Errno.ENOENT,
+      (e) => e instanceof ErrnoError && e.errno === Errno.EINVAL, // aufs: "lookup failed"
     );
     assert.throws(
       () => libc.mount("none", join(dir, "nope"), "aufs", 0n, `br:${t}=rw`),
@@ -60,6 +60,70 @@ Deno.test("double: fake mounts check their branches, target and page size like t
     assert.deepEqual(libc.fakeTargets(), []);
     assert.equal(libc.callsOf("mount").length, 4);
     assert.ok(libc.callsOf("mount").every((c) => c.error instanceof ErrnoError));
+  });
+});
+
+/** The errno `fn` throws, or "ok". */
+function outcome(fn: () => void): number | "ok" {
+  try {
+    fn();
+    return "ok";
+  } catch (e) {
+    if (e instanceof ErrnoError) return e.errno;
+    throw e;
+  }
+}
+
+Deno.test("double: aufs mount data is parsed strictly; what aufs 6.1 refuses is refused", async () => {
+  await withTemp((dir) => {
+    const libc = new RecordingLibc({ pageSize: 4096 });
+    const [a, b, c, t] = ["a", "b", "c", "t"].map((n) => join(dir, n));
+    for (const p of [a, b, c, t]) Deno.mkdirSync(p);
+    const mountData = (data: string) =>
+      outcome(() => {
+        libc.mount("none", t, "aufs", 0n, data);
+        libc.umount2(t, 0);
+      });
+    const x = "xino=/dev/shm/aufs.xino";
+    assert.equal(mountData(`br:${a}=rw:${b}=ro+wh:${c}=rr,dio,${x},dirperm1`), "ok");
+    assert.equal(mountData(`br=${a}=rw:${b}=ro,${x}`), "ok");
+    assert.equal(mountData(`br:${a}=rw,append:${b}=ro+wh`), "ok");
+    assert.equal(mountData(`br:${a}=rw:${b}=bogus`), Errno.EINVAL); // aufs itself warns and takes ro
+    assert.equal(mountData(`br:${a}=rw,frobnicate`), Errno.EINVAL);
+    assert.equal(mountData(`br:${a}=rw,context="system_u:object_r:x:s0"`), Errno.EINVAL);
+    assert.equal(mountData(`br:${a}=rw:${a}=ro`), Errno.EINVAL); // duplicated
+    assert.equal(mountData(`br:${a}=rw:${join(dir, "nope")}=ro`), Errno.EINVAL);
+    assert.equal(mountData(`br:${a}=rw,xino=/nonexistent/x`), Errno.ENOENT);
+    assert.equal(mountData(`dio,${x}`), Errno.EINVAL); // no branch
+    assert.deepEqual(libc.fakeTargets(), []);
+
+    const selinux = new RecordingLibc({ selinux: true });
+    selinux.mount("none", t, "aufs", 0n, `br:${a}=rw,context="system_u:object_r:x:s0:c1,c2"`);
+    selinux.umount2(t, 0);
+  });
+});
+
+Deno.test("double: an aufs remount inserts br: at the front, appends append:, removes del:, skips repeats", async () => {
+  await withTemp((dir) => {
+    const libc = new RecordingLibc({ branchMax: 4 });
+    const [a, b, c, d, e, t] = ["a", "b", "c", "d", "e", "t"].map((n) => join(dir, n));
+    for (const p of [a, b, c, d, e, t]) Deno.mkdirSync(p);
+    libc.mount("none", t, "aufs", 0n, `br:${a}=rw`);
+    libc.mount("none", t, "aufs", MS.REMOUNT, `append:${b}=ro+wh,append:${c}=ro+wh`);
+    assert.deepEqual(libc.fakeMount(t)?.branches, [a, b, c]);
+    libc.mount("none", t, "aufs", MS.REMOUNT, `br:${d}=ro`); // not an append: inserted at 0
+    assert.deepEqual(libc.fakeMount(t)?.branches, [d, a, b, c]);
+    assert.equal(
+      outcome(() => libc.mount("none", t, "aufs", MS.REMOUNT, `append:${e}=ro+wh`)),
+      Errno.ENOSPC, // beyond the branch maximum
+    );
+    libc.mount("none", t, "aufs", MS.REMOUNT, `del:${d}`);
+    assert.deepEqual(libc.fakeMount(t)?.branches, [a, b, c]);
+    libc.mount("none", t, "aufs", MS.REMOUNT, `del:${e}`); // not a branch: ignored
+    assert.deepEqual(libc.fakeMount(t)?.branches, [a, b, c]);
+    libc.mount("none", t, "aufs", MS.REMOUNT, `append:${a}=ro+wh`); // has it: skipped
+    assert.deepEqual(libc.fakeMount(t)?.branches, [a, b, c]);
+    libc.umount2(t, 0);
   });
 });
 

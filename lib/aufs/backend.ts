@@ -10,7 +10,8 @@ import { Errno, errnoOf, type Libc, MS } from "../../ffi/libc.ts";
 import { FS_MAGIC } from "../fsmagic.ts";
 import type { UnionBackend, UnionMount } from "../union.ts";
 import { packAufsBranches } from "./branches.ts";
-import { dirperm1Supported, supportsAufs } from "./probe.ts";
+import { AufsBranchLimitError } from "../errors.ts";
+import { branchMaxSupported, dirperm1Supported, runGranted, supportsAufs } from "./probe.ts";
 
 /** Options of {@linkcode AufsBackend}. */
 export interface AufsBackendOptions {
@@ -99,12 +100,31 @@ export class AufsBackend implements UnionBackend {
   }
 
   /**
+   * The most branches this kernel's aufs stacks (`undefined`: it would not
+   * say). Probed once per libc, lazily, see `probeBranchMax`.
+   */
+  branchMax(): Promise<number | undefined> {
+    return branchMaxSupported(this.#libc, {
+      tmpDir: this.#tmpDir,
+      unmount: (p) => this.unmount(p),
+      warn: this.#warn,
+    });
+  }
+
+  /**
    * Mount the union: one mount(2) with the branches that fit a page, then
    * `MS_REMOUNT` appends for the rest. When a remount fails the union is
    * unmounted again (plain umount, seed §9 row 13) and the error says which
-   * call failed.
+   * call failed. A chain longer than the kernel's branch maximum is refused
+   * with `AufsBranchLimitError` before any mount(2); a label the kernel
+   * refuses (no SELinux) is named in the error.
    */
   async mount(req: UnionMount): Promise<void> {
+    const max = await this.branchMax();
+    const branches = req.lowers.length + 1;
+    if (max !== undefined && branches > max) {
+      throw new AufsBranchLimitError(req.id, branches, max);
+    }
     const { data, appends } = packAufsBranches(req.upper, req.lowers, {
       pageSize: this.#libc.getpagesize(),
       mountLabel: req.mountLabel,
@@ -114,11 +134,13 @@ export class AufsBackend implements UnionBackend {
       this.#libc.mount("none", req.target, "aufs", 0n, data);
     } catch (e) {
       const rest = appends.length ? `, ${appends.length} remount(s) were to follow` : "";
+      const label = req.mountLabel && errnoOf(e) === Errno.EINVAL
+        ? ` (with the mount label context=${JSON.stringify(req.mountLabel)}: a kernel ` +
+          `without SELinux refuses that option)`
+        : "";
       throw new Error(
-        `aufs mount of ${req.lowers.length + 1} branches${rest}: ${(e as Error).message}`,
-        {
-          cause: e,
-        },
+        `aufs mount of ${branches} branches${rest}${label}: ${(e as Error).message}`,
+        { cause: e },
       );
     }
     for (let i = 0; i < appends.length; i++) {
@@ -148,15 +170,25 @@ export class AufsBackend implements UnionBackend {
     this.#libc.umount2(target, 0);
   }
 
-  /** `[["Dirperm1 Supported", "true" | "false"]]` (runs the probe on first use). */
+  /**
+   * `[["Dirperm1 Supported", "true" | "false"], ["Max Branches", "<n>" | "unknown"]]`
+   * (runs the probes on first use).
+   */
   async status(): Promise<[string, string][]> {
-    return [["Dirperm1 Supported", String(await this.dirperm1())]];
+    return [
+      ["Dirperm1 Supported", String(await this.dirperm1())],
+      ["Max Branches", String(await this.branchMax() ?? "unknown")],
+    ];
   }
 
   /** Flush aufs pseudo-links before unmounting; failures are warnings (seed §4.6). */
   async #flush(target: string): Promise<void> {
     const program = this.#auplink;
     if (program === null) return;
+    if (!runGranted(program)) {
+      this.#auplink = null; // never a permission prompt: without --allow-run, no auplink
+      return;
+    }
     let out: Deno.CommandOutput;
     try {
       out = await new Deno.Command(program, {

@@ -6,7 +6,7 @@
  */
 
 import { join } from "node:path";
-import { type Libc, readTextFileViaLibc } from "../../ffi/libc.ts";
+import { Errno, errnoOf, type Libc, MS, readTextFileViaLibc } from "../../ffi/libc.ts";
 import { AufsNestedError, AufsNotSupportedError } from "../errors.ts";
 import { AUFS_XINO } from "./branches.ts";
 
@@ -23,7 +23,8 @@ export interface AufsProbeOptions {
 
 /**
  * Run `modprobe <name>` and ignore every outcome: a missing binary, a
- * refused permission, a non-zero status (seed §2.2 step 1).
+ * refused permission, a non-zero status (seed §2.2 step 1). Without
+ * permission to run it, it is not tried (no prompt).
  *
  * @example
  * ```ts
@@ -32,10 +33,30 @@ export interface AufsProbeOptions {
  * ```
  */
 export async function modprobe(name: string): Promise<void> {
+  if (!runGranted("modprobe")) return; // never a permission prompt
   try {
     await new Deno.Command("modprobe", { args: [name], stdout: "null", stderr: "null" }).output();
   } catch {
     // The attempt is best effort by design: the /proc/filesystems scan decides.
+  }
+}
+
+/**
+ * Whether this process may already run `program` (`--allow-run` or
+ * `--allow-all`). Running it otherwise would prompt or fail; callers of
+ * optional helpers (`modprobe`, `auplink`) skip them instead.
+ *
+ * @example
+ * ```ts
+ * import { runGranted } from "./probe.ts";
+ * console.log(runGranted("auplink"));
+ * ```
+ */
+export function runGranted(program: string): boolean {
+  try {
+    return Deno.permissions.querySync({ name: "run", command: program }).state === "granted";
+  } catch {
+    return false;
   }
 }
 
@@ -174,6 +195,113 @@ export function dirperm1Supported(libc: Libc, opts: Dirperm1ProbeOptions = {}): 
   if (!answer) {
     answer = probeDirperm1(libc, opts);
     dirperm1Answers.set(libc, answer);
+  }
+  return answer;
+}
+
+/** The branch maximums aufs can be built with (`CONFIG_AUFS_BRANCH_MAX_*`), smallest first. */
+export const AUFS_BRANCH_MAXIMUMS: readonly number[] = [127, 511, 1023, 32767];
+
+/** Options of {@linkcode probeBranchMax}. */
+export interface BranchMaxProbeOptions extends Dirperm1ProbeOptions {
+  /** Where `/sys` is read from (default `/sys`). */
+  sysRoot?: string;
+}
+
+/**
+ * The most branches this kernel's aufs stacks, as the kernel tells it, or
+ * `undefined` when it cannot be told. A modular aufs lists its build options
+ * in `/sys/module/aufs/config` (`CONFIG_AUFS_BRANCH_MAX_127=y`). A built-in
+ * one is asked: on a one-branch probe mount, a remount `add:<K>:<dir>` fails
+ * with ENOSPC ("number of branches exceeded") when K reaches the maximum and
+ * with EDOM ("bad index") below it, so the first K of
+ * {@linkcode AUFS_BRANCH_MAXIMUMS} answered with ENOSPC is the maximum. The
+ * probe's dirs are removed in every case; it never throws.
+ *
+ * @example
+ * ```ts
+ * import { probeBranchMax } from "./probe.ts";
+ * import { systemLibc } from "../../ffi/libc.ts";
+ * console.log(await probeBranchMax(systemLibc())); // 127 on a default aufs; undefined without aufs
+ * ```
+ */
+export async function probeBranchMax(
+  libc: Libc,
+  opts: BranchMaxProbeOptions = {},
+): Promise<number | undefined> {
+  const warn = opts.warn ?? (() => {});
+  try {
+    const config = readTextFileViaLibc(join(opts.sysRoot ?? "/sys", "module/aufs/config"));
+    const m = /CONFIG_AUFS_BRANCH_MAX_(\d+)=y/.exec(config);
+    if (m) return Number(m[1]);
+  } catch {
+    // built in (no config file): ask the kernel
+  }
+  const made: string[] = [];
+  try {
+    for (const prefix of ["storage-aufs-base", "storage-aufs-extra", "storage-aufs-union"]) {
+      made.push(await Deno.makeTempDir({ dir: opts.tmpDir, prefix }));
+    }
+    const [base, extra, union] = made;
+    try {
+      libc.mount("none", union, "aufs", 0n, `br:${base}=rw,xino=${AUFS_XINO}`);
+    } catch {
+      return undefined;
+    }
+    try {
+      for (const k of AUFS_BRANCH_MAXIMUMS) {
+        try {
+          libc.mount("none", union, "aufs", MS.REMOUNT, `add:${k}:${extra}=ro`);
+          return undefined; // taken: not the answer we know how to read
+        } catch (e) {
+          const n = errnoOf(e);
+          if (n === Errno.ENOSPC) return k;
+          if (n !== Errno.EDOM) return undefined;
+        }
+      }
+      return undefined;
+    } finally {
+      try {
+        await (opts.unmount ?? ((p: string) => libc.umount2(p, 0)))(union);
+      } catch (e) {
+        warn(`branch maximum probe: unmounting ${union} failed: ${(e as Error).message}`);
+      }
+    }
+  } catch (e) {
+    warn(`branch maximum probe: cannot make its temporary dirs: ${(e as Error).message}`);
+    return undefined;
+  } finally {
+    for (const dir of made.reverse()) {
+      try {
+        await Deno.remove(dir, { recursive: true });
+      } catch (e) {
+        warn(`branch maximum probe: removing ${dir} failed: ${(e as Error).message}`);
+      }
+    }
+  }
+}
+
+const branchMaxAnswers = new WeakMap<Libc, Promise<number | undefined>>();
+
+/**
+ * {@linkcode probeBranchMax}, probed once per process and libc; concurrent
+ * callers share the one probe.
+ *
+ * @example
+ * ```ts
+ * import { branchMaxSupported } from "./probe.ts";
+ * import { systemLibc } from "../../ffi/libc.ts";
+ * console.log(await branchMaxSupported(systemLibc()));
+ * ```
+ */
+export function branchMaxSupported(
+  libc: Libc,
+  opts: BranchMaxProbeOptions = {},
+): Promise<number | undefined> {
+  let answer = branchMaxAnswers.get(libc);
+  if (!answer) {
+    answer = probeBranchMax(libc, opts);
+    branchMaxAnswers.set(libc, answer);
   }
   return answer;
 }

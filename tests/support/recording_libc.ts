@@ -67,6 +67,16 @@ export interface RecordingLibcOptions {
   pageSize?: number;
   /** Filesystem types whose mounts are simulated, with the magic statfs then reports. */
   fakeFs?: Record<string, number>;
+  /** Play a kernel with SELinux: aufs mount data may carry `context="<label>"` (default false, like the aufs guest). */
+  selinux?: boolean;
+  /** The kernel's aufs branch maximum (default 127, `CONFIG_AUFS_BRANCH_MAX_127`). */
+  branchMax?: number;
+  /**
+   * File every accepted aufs mount, remount and unmount is appended to as a
+   * JSON line (default: `$STRATA_AUFS_DATA_LOG` when set); the aufs guest
+   * replays them on the real kernel (tests/aufs_kernel_test.ts).
+   */
+  dataLog?: string;
 }
 
 interface Rule {
@@ -104,6 +114,37 @@ const PATH_ARG: Partial<Record<LibcName, number>> = {
   lremovexattr: 0,
 };
 
+/** Branch permissions the double accepts (what strata writes, and `rr`). */
+const AUFS_PERMS = new Set(["rw", "ro", "rr", "ro+wh", "rr+wh"]);
+
+/** Split mount data at commas outside double quotes (a `context="a,b"` label stays whole). */
+export function splitOptions(data: string): string[] {
+  const out: string[] = [];
+  let cur = "";
+  let quoted = false;
+  for (const ch of data) {
+    if (ch === '"') quoted = !quoted;
+    if (ch === "," && !quoted) {
+      if (cur) out.push(cur);
+      cur = "";
+    } else cur += ch;
+  }
+  if (cur) out.push(cur);
+  return out;
+}
+
+function errnoOfError(e: unknown): number | undefined {
+  return e instanceof ErrnoError ? e.errno : undefined;
+}
+
+function envDataLog(): string | undefined {
+  try {
+    return Deno.env.get("STRATA_AUFS_DATA_LOG") || undefined;
+  } catch {
+    return undefined; // no env permission: no log
+  }
+}
+
 /** The aufs magic statfs reports for a simulated aufs mount. */
 export const AUFS_MAGIC = 0x61756673;
 
@@ -125,6 +166,9 @@ export class RecordingLibc implements Libc {
   readonly #pageSize?: number;
   readonly #fakeFs: Record<string, number>;
   readonly #rules: Rule[] = [];
+  readonly #selinux: boolean;
+  readonly #branchMax: number;
+  readonly #dataLog?: string;
   /** target → stack of simulated mounts (the last is on top). */
   readonly #mounts = new Map<string, FakeMount[]>();
 
@@ -133,6 +177,9 @@ export class RecordingLibc implements Libc {
     this.#real = opts.real ?? systemLibc();
     this.#pageSize = opts.pageSize;
     this.#fakeFs = opts.fakeFs ?? { aufs: AUFS_MAGIC };
+    this.#selinux = opts.selinux ?? false;
+    this.#branchMax = opts.branchMax ?? 127;
+    this.#dataLog = opts.dataLog ?? envDataLog();
   }
 
   /**
@@ -225,19 +272,87 @@ export class RecordingLibc implements Libc {
     if ((st.mode & 0o170000) !== 0o040000) throw new ErrnoError(Errno.ENOTDIR, syscall, path);
   }
 
-  /** Branch paths named by aufs mount data (`br:a=rw:b=ro+wh` and `append:c=ro+wh`). */
-  #branches(data: string): string[] {
-    const out: string[] = [];
-    for (const opt of data.split(",")) {
-      let list: string[] = [];
-      if (opt.startsWith("br:")) list = opt.slice(3).split(":");
-      else if (opt.startsWith("append:")) list = [opt.slice(7)];
-      for (const b of list) {
-        const eq = b.lastIndexOf("=");
-        out.push(eq < 0 ? b : b.slice(0, eq));
+  /**
+   * Parse aufs mount data strictly, as aufs 6.1 reads it (fs/aufs/fsctx.c):
+   * comma-separated options; `br:`/`br=` with `path[=perm]` entries split by
+   * `:` (perm `rw`, `ro`, `rr`, `ro+wh`, `rr+wh`); `append:`/`append=` one
+   * branch; `add:<i>:` one branch at index i (ENOSPC at or past the branch
+   * maximum, EDOM past the end); `del:`/`del=` one branch path; the flags
+   * `dio` and `dirperm1`;
+   * `xino=<file>` (its dir must exist: ENOENT); `context="<label>"` only when
+   * the double plays an SELinux kernel. Anything else, a missing or duplicate
+   * branch, a `del:` of a non-branch: EINVAL. Stricter than the kernel in one
+   * way: aufs takes an unknown branch permission (it warns and uses `ro`).
+   * Returns the branch stack after the call.
+   */
+  #aufsBranches(target: string, data: string, remount: FakeMount | undefined): string[] {
+    const einval = () => new ErrnoError(Errno.EINVAL, "mount", target);
+    const branches = remount ? [...remount.branches] : [];
+    let brIndex = 0; // a remount's br: entries are inserted from index 0 on (not appended)
+    const add = (spec: string, at: number) => {
+      const eq = spec.indexOf("=");
+      const path = eq < 0 ? spec : spec.slice(0, eq);
+      const perm = eq < 0 ? undefined : spec.slice(eq + 1);
+      if (!path || (perm !== undefined && !AUFS_PERMS.has(perm))) throw einval();
+      try {
+        this.#requireDir(path, "mount");
+      } catch {
+        throw einval(); // aufs: "lookup failed", EINVAL whatever the lookup said
+      }
+      if (branches.includes(normalize(path))) {
+        if (remount) return; // aufs skips a branch it already has on remount
+        throw einval(); // at mount: "duplicated"
+      }
+      if (branches.length >= this.#branchMax) {
+        throw new ErrnoError(Errno.ENOSPC, "mount", target);
+      }
+      branches.splice(at, 0, normalize(path));
+    };
+    for (const opt of splitOptions(data)) {
+      const m = /^(br|append|del|add)[:=](.*)$/s.exec(opt);
+      if (m && m[1] === "add") {
+        // add:<index>:<branch>; aufs checks the maximum first (ENOSPC), then the index (EDOM)
+        const a = /^(-?\d+):(.+)$/s.exec(m[2]);
+        if (!a) throw einval();
+        const at = Number(a[1]);
+        if (at >= this.#branchMax || branches.length >= this.#branchMax) {
+          throw new ErrnoError(Errno.ENOSPC, "mount", target);
+        }
+        if (at < 0 || at > branches.length) throw new ErrnoError(Errno.EDOM, "mount", target);
+        add(a[2], at);
+      } else if (m && m[1] === "br") {
+        const list = m[2].split(":");
+        if (list.some((b) => b === "")) throw einval();
+        for (const b of list) add(b, remount ? brIndex++ : branches.length);
+      } else if (m && m[1] === "append") {
+        add(m[2], branches.length);
+      } else if (m && m[1] === "del") {
+        try {
+          this.#requireDir(m[2], "mount");
+        } catch (e) {
+          throw new ErrnoError(errnoOfError(e) ?? Errno.ENOENT, "mount", target); // lookup failed
+        }
+        const i = branches.indexOf(normalize(m[2]));
+        if (i >= 0) branches.splice(i, 1);
+        else if (!remount) throw einval(); // on remount aufs ignores a del: of a non-branch
+      } else if (opt === "dio" || opt === "dirperm1") {
+        // flags
+      } else if (opt.startsWith("xino=")) {
+        const file = opt.slice(5);
+        if (!file.startsWith("/")) throw einval();
+        try {
+          this.#requireDir(file.slice(0, file.lastIndexOf("/")) || "/", "mount");
+        } catch (e) {
+          throw new ErrnoError(errnoOfError(e) ?? Errno.ENOENT, "mount", target);
+        }
+      } else if (opt.startsWith("context=") && this.#selinux) {
+        if (!/^context="[^"]*"$/.test(opt)) throw einval();
+      } else {
+        throw einval(); // aufs: unknown parameter
       }
     }
-    return out;
+    if (branches.length === 0) throw einval();
+    return branches;
   }
 
   #simulateMount(target: string, fstype: string, flags: bigint, data: string): void {
@@ -245,18 +360,30 @@ export class RecordingLibc implements Libc {
     const bytes = new TextEncoder().encode(data).length;
     // The kernel copies one page of mount data; data that long is cut, so refuse it here.
     if (bytes >= this.getpagesize()) throw new ErrnoError(Errno.EINVAL, "mount", target);
-    const branches = fstype === "aufs" ? this.#branches(data) : [];
-    for (const b of branches) this.#requireDir(b, "mount");
     if (flags & MS.REMOUNT) {
       const top = this.fakeMount(t);
       if (!top || top.fstype !== fstype) throw new ErrnoError(Errno.EINVAL, "mount", target);
-      top.branches.push(...branches);
+      if (fstype === "aufs") top.branches = this.#aufsBranches(target, data, top);
+      this.#log({ op: "remount", target: t, data });
       return;
     }
     this.#requireDir(t, "mount");
+    const branches = fstype === "aufs" ? this.#aufsBranches(target, data, undefined) : [];
     const stack = this.#mounts.get(t) ?? [];
     stack.push({ target: t, fstype, branches, data });
     this.#mounts.set(t, stack);
+    this.#log({ op: "mount", target: t, data });
+  }
+
+  /** Append an accepted aufs call to the data log (`STRATA_AUFS_DATA_LOG`), for the guest replay. */
+  #log(entry: { op: "mount" | "remount" | "umount"; target: string; data?: string }): void {
+    if (!this.#dataLog) return;
+    const line = JSON.stringify({
+      ...entry,
+      pageSize: this.getpagesize(),
+      selinux: this.#selinux,
+    });
+    Deno.writeTextFileSync(this.#dataLog, line + "\n", { append: true });
   }
 
   mount(source: string, target: string, fstype: string, flags: bigint, data: string): void {
@@ -275,7 +402,8 @@ export class RecordingLibc implements Libc {
       const t = normalize(target);
       const stack = this.#mounts.get(t);
       if (stack) {
-        stack.pop();
+        const gone = stack.pop()!;
+        if (gone.fstype === "aufs") this.#log({ op: "umount", target: t });
         if (stack.length === 0) this.#mounts.delete(t);
         return;
       }
