@@ -64,6 +64,12 @@ const TREE_C: Tree = {
   "srv/c2": "c2\n",
   "srv/d/": "",
   "srv/d/c3": "",
+  // Deletions: a whiteout of B's file and an opaque directory over B's usr/.
+  "etc/": "",
+  "etc/.wh.hosts": "",
+  "usr/": "",
+  "usr/.wh..wh..opq": "",
+  "usr/c": "c\n",
 };
 const TREE_Z: Tree = { "z": "zzz\n" };
 
@@ -137,6 +143,7 @@ const SCENARIOS: Scenario[] = [
     args: (c) => ["import", c.tars.C, c.tars.Z2],
     inflight: ["*new*"],
     mayVanish: true,
+    retry: true,
   },
   {
     name: "rm",
