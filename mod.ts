@@ -57,6 +57,7 @@ export {
   IncompatibleFsError,
   InvalidLayerIdError,
   LayerError,
+  LayerIncompleteError,
   LayerInUseError,
   LayerNotFoundError,
   NotSupportedError,
@@ -86,7 +87,14 @@ export { backingFsName, FS_MAGIC, fsName } from "./lib/fsmagic.ts";
 
 // The generic union driver and the two backends
 export { setDefaultLayerArchive, UnionDriver, UNWIRED_ARCHIVE } from "./lib/union.ts";
-export type { LayerArchive, UnionBackend, UnionDriverOptions, UnionMount } from "./lib/union.ts";
+export type {
+  LayerArchive,
+  LayerState,
+  UnionBackend,
+  UnionDriverOptions,
+  UnionMount,
+} from "./lib/union.ts";
+export { describeIncomplete, incompleteRemedy } from "./lib/incomplete.ts";
 export { AufsDriver } from "./lib/aufs/driver.ts";
 export type { AufsOptions } from "./lib/aufs/driver.ts";
 export { AufsBackend } from "./lib/aufs/backend.ts";

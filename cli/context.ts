@@ -4,7 +4,7 @@
  * @module
  */
 
-import { type Driver, LayerError, LayerNotFoundError } from "../mod.ts";
+import { type Driver, LayerIncompleteError, LayerNotFoundError } from "../mod.ts";
 import type { GlobalFlags } from "./args.ts";
 import type { LayerView } from "./layer_view.ts";
 import type { Output, Result } from "./output.ts";
@@ -50,20 +50,11 @@ export async function parentOf(ctx: Context, id: string): Promise<string> {
 
 /**
  * Throw unless `id` is a complete layer: {@linkcode LayerNotFoundError} when
- * there is no such layer, a {@linkcode LayerError} saying so when it is
- * marked incomplete (a create or apply cut short).
+ * there is no such layer, {@linkcode LayerIncompleteError} (saying what was
+ * interrupted and what can be done) when it is marked incomplete.
  */
 export async function requireLayer(ctx: Context, id: string): Promise<void> {
-  if (await ctx.driver.exists(id)) return;
   const mark = (await ctx.view.incomplete()).find((m) => m.id === id);
-  if (!mark) throw new LayerNotFoundError(id);
-  throw new LayerError(
-    id,
-    ctx.operation,
-    "",
-    new Error(
-      `the layer is incomplete (${mark.why || "an operation"} did not finish): ` +
-        "`strata check --repair` removes it",
-    ),
-  );
+  if (mark) throw new LayerIncompleteError(id, ctx.operation, mark.why);
+  if (!(await ctx.driver.exists(id))) throw new LayerNotFoundError(id);
 }

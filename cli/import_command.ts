@@ -157,7 +157,8 @@ async function reuse(
   parent: string,
   contentNamed: boolean,
 ): Promise<boolean> {
-  if (await ctx.driver.exists(id)) {
+  const incomplete = (await ctx.view.incomplete()).some((m) => m.id === id);
+  if (!incomplete && await ctx.driver.exists(id)) {
     const actual = (await ctx.view.parents(id))[0] ?? "";
     if (contentNamed && actual === parent) return true;
     const why = actual === parent

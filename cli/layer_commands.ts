@@ -5,7 +5,13 @@
  * @module
  */
 
-import { LayerError, LayerInUseError, LayerNotFoundError, validateLayerId } from "../mod.ts";
+import {
+  LayerError,
+  LayerIncompleteError,
+  LayerInUseError,
+  LayerNotFoundError,
+  validateLayerId,
+} from "../mod.ts";
 import { UsageError } from "./args.ts";
 import { type Handler, requireLayer, stringFlag } from "./context.ts";
 import { imageParent } from "./image_commands.ts";
@@ -82,6 +88,8 @@ export const create: Handler = async (ctx) => {
   const mountLabel = stringFlag(ctx, "label");
   validateLayerId(id);
   if (parent !== "") validateLayerId(parent);
+  const mark = (await ctx.view.incomplete()).find((m) => m.id === id);
+  if (mark) throw new LayerIncompleteError(id, "create", mark.why);
   if (await ctx.view.known(id)) {
     throw new LayerError(id, "create", "", new Error("a layer with this id already exists"));
   }

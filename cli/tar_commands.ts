@@ -6,6 +6,7 @@
  */
 
 import { dirname, join } from "node:path";
+import { incompleteRemedy, LayerIncompleteError, LayerNotFoundError } from "../mod.ts";
 import { UsageError } from "./args.ts";
 import { type Handler, parentOf, progressFor, requireLayer, stringFlag } from "./context.ts";
 import { openTarInput } from "./decompress.ts";
@@ -184,7 +185,8 @@ export const apply: Handler = async (ctx) => {
       `strata apply ${id} FILE, or redirect stdin`,
     );
   }
-  await requireLayer(ctx, id);
+  // An incomplete layer is the driver's to judge: one that was empty can be re-applied.
+  if (!(await ctx.view.known(id))) throw new LayerNotFoundError(id);
   const parent = await parentOf(ctx, id);
   // A plain file goes on as its own byte stream (the extraction's BYOB fast
   // path); gzip and zstd are inflated by a worker on the second core.
@@ -200,11 +202,13 @@ export const apply: Handler = async (ctx) => {
         progress.add(bytes - progress.bytes, entries - progress.entries),
     });
   } catch (e) {
-    const left = (await ctx.view.incomplete().catch(() => [])).some((m) => m.id === id);
+    if (e instanceof LayerIncompleteError) throw e; // refused before anything changed
+    const left = (await ctx.view.incomplete().catch(() => [])).find((m) => m.id === id);
     if (!left) throw e;
     throw new NotedError(
       e,
-      `layer ${id} is left marked incomplete: \`strata check --repair\` removes it`,
+      `layer ${id} is left marked incomplete (${left.why}): ${incompleteRemedy(left.why)} ` +
+        `(\`strata rm ${id}\` removes it)`,
     );
   } finally {
     progress.done();

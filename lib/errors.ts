@@ -6,6 +6,8 @@
  * @module
  */
 
+import { describeIncomplete } from "./incomplete.ts";
+
 /**
  * The driver cannot run on this kernel or filesystem (the seed's
  * `ErrNotSupported`, "driver not supported").
@@ -234,5 +236,29 @@ export class TarSplitUnavailableError extends LayerError {
   constructor(id: string, path: string, why: string) {
     super(id, "diff (original bytes)", path, new Error(why));
     this.name = "TarSplitUnavailableError";
+  }
+}
+
+/**
+ * A layer is marked incomplete (a create, import or apply did not finish),
+ * so the operation refuses to use it; the message says what was interrupted
+ * and what can be done (re-apply, or remove and create again).
+ *
+ * @example
+ * ```ts
+ * import { LayerIncompleteError } from "./errors.ts";
+ * const e = new LayerIncompleteError("a", "get", "apply into a populated layer");
+ * console.log(e.message);
+ * // layer "a": get: the layer is incomplete (apply into a populated layer did not finish): its ...
+ * ```
+ */
+export class LayerIncompleteError extends LayerError {
+  /** What was interrupted (the marker's text). */
+  readonly reason: string;
+  /** `op` on layer `id` refused; `reason` is its marker's text. */
+  constructor(id: string, op: string, reason: string) {
+    super(id, op, "", new Error(describeIncomplete(reason)));
+    this.name = "LayerIncompleteError";
+    this.reason = reason;
   }
 }

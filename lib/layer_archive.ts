@@ -7,6 +7,7 @@
  * @module
  */
 
+import { join } from "node:path";
 import { AT, O } from "../ffi/libc.ts";
 import type {
   ApplyDiffOpts,
@@ -17,7 +18,13 @@ import type {
   LayerTar,
   MountOpts,
 } from "./driver.ts";
-import { LayerError, LayerNotFoundError, TarSplitUnavailableError } from "./errors.ts";
+import {
+  LayerError,
+  LayerIncompleteError,
+  LayerNotFoundError,
+  TarSplitUnavailableError,
+} from "./errors.ts";
+import { APPLY_EMPTY, APPLY_POPULATED, canReapply } from "./incomplete.ts";
 import type { LayerArchive, UnionDriver } from "./union.ts";
 import { type GetPut, NaiveDiff } from "./naive.ts";
 import { assembleTar, dirFileGetter } from "./archive/tar_split.ts";
@@ -29,9 +36,7 @@ import { applyLayer } from "./archive/apply_layer.ts";
 import { layerChanges } from "./archive/changes.ts";
 import { directorySize } from "./archive/size.ts";
 import { AUFS_DIFF_EXCLUDES } from "./archive/whiteouts.ts";
-
-/** Why a layer is marked incomplete while a tar is applied to it. */
-export const APPLYING = "apply";
+import { ensureRemoveAll } from "./remove.ts";
 
 /**
  * The seed's `isParent`: true when `parent` is the layer's recorded direct
@@ -53,8 +58,11 @@ export async function isDirectParent(
   return parent !== "" && parents[0] === parent;
 }
 
-async function mustExist(driver: UnionDriver, id: string): Promise<void> {
-  if (!(await driver.exists(id))) throw new LayerNotFoundError(id);
+/** `id` must be a complete layer: missing is {@linkcode LayerNotFoundError}, incomplete {@linkcode LayerIncompleteError}. */
+async function mustExist(driver: UnionDriver, id: string, op: string): Promise<void> {
+  if (await driver.store.exists(id)) return;
+  await driver.refuseIncomplete(id, op);
+  throw new LayerNotFoundError(id);
 }
 
 /**
@@ -89,6 +97,41 @@ async function mustBeCreated(driver: UnionDriver, id: string): Promise<void> {
 }
 
 /**
+ * Before an apply into `id` (its lock held): refuse a layer others build on
+ * (their view of it would change underneath them) and an incomplete one that
+ * cannot be re-applied; throw away the partial content of one that can (it
+ * was empty before). Returns whether the layer's own directory is empty.
+ */
+async function prepareApply(driver: UnionDriver, id: string): Promise<boolean> {
+  const reason = await driver.store.marker(id);
+  if (reason !== undefined && !canReapply(reason)) {
+    throw new LayerIncompleteError(id, "apply", reason);
+  }
+  if (await driver.store.hasChildren(id)) {
+    const children = await driver.store.children(id);
+    throw new LayerError(
+      id,
+      "apply",
+      "",
+      new Error(
+        `refusing: ${children.length} layer(s) build on it (${children.slice(0, 5).join(", ")}); ` +
+          "applying into it would change them underneath",
+      ),
+    );
+  }
+  driver.requireLayerDirs(id, "apply");
+  const dir = driver.diffDir(id);
+  if (reason !== undefined) {
+    // Start over from the empty layer the interrupted apply began with.
+    await driver.releaseAllLocked(id);
+    for (const e of [...Deno.readDirSync(dir)]) {
+      await ensureRemoveAll(driver.libc, join(dir, e.name), driver.procRoot);
+    }
+  }
+  return isEmptyDir(dir);
+}
+
+/**
  * The naive fallback. Reading paths (`readOnly`) mount with `keepTarSplit`:
  * they do not change the layer, so its tar-split record stays valid.
  */
@@ -104,6 +147,62 @@ function naive(driver: UnionDriver, readOnly = false): NaiveDiff {
     gidMaps: driver.gidMaps,
     libc: driver.libc,
   });
+}
+
+/** syncfs(2) on the filesystem holding `dir` (never through a link). */
+function syncDir(driver: UnionDriver, dir: string): void {
+  const fd = driver.libc.openat(AT.FDCWD, dir, O.RDONLY | O.DIRECTORY | O.NOFOLLOW);
+  try {
+    driver.libc.syncfs(fd);
+  } finally {
+    driver.libc.close(fd);
+  }
+}
+
+/**
+ * Extract `tar` into the layer's own `dir` (its lock held, its mark set).
+ * Into an empty layer (the usual case) the size is counted while extracting
+ * and the tar's tar-split recorded on the way; otherwise, or when the tar
+ * replaced something, the seed's walk decides and no record is kept.
+ */
+async function applyNative(
+  driver: UnionDriver,
+  dir: string,
+  tar: ReadableStream<Uint8Array>,
+  wasEmpty: boolean,
+  id: string,
+  opts?: ApplyDiffOpts,
+): Promise<number> {
+  const stats = newExtractStats();
+  const pending: PendingTarSplit | null = wasEmpty
+    ? await driver.tarSplit.begin(id, { whiteoutsConverted: driver.whiteoutFormat !== "aufs" })
+    : null;
+  try {
+    const common = {
+      uidMaps: driver.uidMaps,
+      gidMaps: driver.gidMaps,
+      libc: driver.libc,
+      stats,
+      tarSplit: pending?.recorder,
+      onProgress: opts?.onProgress,
+    };
+    if (driver.whiteoutFormat === "aufs") {
+      // aufs keeps whiteouts on disk exactly as the tar has them.
+      await untar(tar, dir, common);
+    } else {
+      await applyLayer(tar, dir, { ...common, whiteoutFormat: driver.whiteoutFormat });
+    }
+    syncDir(driver, dir);
+    if (pending) {
+      // A tar that replaced its own entries is not reproducible from the files.
+      if (stats.replaced) await pending.abort();
+      else await pending.commit();
+    }
+  } catch (e) {
+    await pending?.abort();
+    throw e;
+  }
+  return wasEmpty && !stats.replaced ? stats.createdSize : directorySize(dir, driver.libc);
 }
 
 function isEmptyDir(dir: string): boolean {
@@ -140,7 +239,7 @@ export function withSource(stream: ReadableStream<Uint8Array>, source: DiffSourc
  */
 export const layerArchive: LayerArchive = {
   async diff(driver, id, parent, opts?: DiffOpts) {
-    await mustExist(driver, id);
+    await mustExist(driver, id, "diff");
     const want = opts?.source ?? "auto";
     const direct = await isDirectParent(driver, id, parent);
     if (direct) await mustHaveDirs(driver, id, "diff");
@@ -181,60 +280,39 @@ export const layerArchive: LayerArchive = {
 
   async applyDiff(driver, id, parent, tar, opts?: ApplyDiffOpts) {
     await mustBeCreated(driver, id);
-    if (!(await isDirectParent(driver, id, parent))) {
-      // Written through the mount (whose get drops the record).
-      return naive(driver).applyDiff(id, parent, tar, opts);
-    }
-    const dir = driver.diffDir(id);
+    const direct = await isDirectParent(driver, id, parent);
     return await driver.withLayerLock(id, async () => {
-      await driver.store.markIncomplete(id, APPLYING);
+      const dir = driver.diffDir(id);
+      const wasEmpty = await prepareApply(driver, id);
+      // Marked before the first change, cleared after the last one is durable:
+      // an error or a kill in between leaves the mark, saying what was cut short.
+      await driver.store.markIncomplete(id, wasEmpty ? APPLY_EMPTY : APPLY_POPULATED);
       // The layer changes: an older record no longer describes it.
       await driver.tarSplit.remove(id);
-      // Into an empty layer (the usual case) the size is counted while extracting
-      // and the tar's tar-split recorded on the way; otherwise, or when the tar
-      // replaced something, the seed's walk decides and no record is kept.
-      const wasEmpty = isEmptyDir(dir);
-      const stats = newExtractStats();
-      const pending: PendingTarSplit | null = wasEmpty
-        ? await driver.tarSplit.begin(id, { whiteoutsConverted: driver.whiteoutFormat !== "aufs" })
-        : null;
-      try {
-        const common = {
+      let size: number;
+      if (!direct) {
+        // The naive path writes through the layer's union, mounted for the
+        // apply alone; the lock is held, so the locked get/put are used.
+        const locked: GetPut = {
+          get: (i, o) => driver.getLocked(i, o),
+          put: (i) => driver.putLocked(i),
+        };
+        size = await new NaiveDiff(locked, {
           uidMaps: driver.uidMaps,
           gidMaps: driver.gidMaps,
           libc: driver.libc,
-          stats,
-          tarSplit: pending?.recorder,
-          onProgress: opts?.onProgress,
-        };
-        if (driver.whiteoutFormat === "aufs") {
-          // aufs keeps whiteouts on disk exactly as the tar has them.
-          await untar(tar, dir, common);
-        } else {
-          await applyLayer(tar, dir, { ...common, whiteoutFormat: driver.whiteoutFormat });
-        }
-        const fd = driver.libc.openat(AT.FDCWD, dir, O.RDONLY | O.DIRECTORY);
-        try {
-          driver.libc.syncfs(fd);
-        } finally {
-          driver.libc.close(fd);
-        }
-        if (pending) {
-          // A tar that replaced its own entries is not reproducible from the files.
-          if (stats.replaced) await pending.abort();
-          else await pending.commit();
-        }
-      } catch (e) {
-        await pending?.abort();
-        throw e;
+        }).applyDiff(id, parent, tar, opts);
+        syncDir(driver, dir);
+      } else {
+        size = await applyNative(driver, dir, tar, wasEmpty, id, opts);
       }
       await driver.store.clearIncomplete(id);
-      return wasEmpty && !stats.replaced ? stats.createdSize : directorySize(dir, driver.libc);
+      return size;
     });
   },
 
   async diffSize(driver, id, parent, opts?: MountOpts) {
-    await mustExist(driver, id);
+    await mustExist(driver, id, "diff size");
     if (!(await isDirectParent(driver, id, parent))) {
       return naive(driver, true).diffSize(id, parent, opts);
     }
@@ -243,7 +321,7 @@ export const layerArchive: LayerArchive = {
   },
 
   async changes(driver, id, parent, opts?: MountOpts): Promise<Change[]> {
-    await mustExist(driver, id);
+    await mustExist(driver, id, "changes");
     if (!(await isDirectParent(driver, id, parent))) {
       return naive(driver, true).changes(id, parent, opts);
     }
@@ -256,7 +334,7 @@ export const layerArchive: LayerArchive = {
   },
 
   async diffGetter(driver, id): Promise<FileGetter> {
-    await mustExist(driver, id);
+    await mustExist(driver, id, "diff getter");
     await mustHaveDirs(driver, id, "diff getter");
     // Resolved by the kernel inside the layer: `..` and absolute links stay in it.
     return dirFileGetter(driver.diffDir(id), driver.libc);

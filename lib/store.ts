@@ -218,6 +218,55 @@ export class LayerStore {
   }
 
   /**
+   * The text of `id`'s incomplete marker (what was interrupted), or
+   * `undefined` when it has none. A marker that is not a regular file is an
+   * error naming it.
+   */
+  async marker(id: string): Promise<string | undefined> {
+    validateLayerId(id);
+    const path = join(this.incompleteDir, id);
+    try {
+      if (lstatKind(path, "file") === undefined) return undefined;
+      return await Deno.readTextFile(path);
+    } catch (e) {
+      if (isNotFound(e)) return undefined;
+      throw new LayerError(id, "read incomplete marker", path, e);
+    }
+  }
+
+  /**
+   * Whether a layers file (complete or not) exists for `id`; a file of
+   * another type is an error naming it.
+   */
+  hasChainFile(id: string): Promise<boolean> {
+    try {
+      const path = this.fileOf(id);
+      try {
+        return Promise.resolve(lstatKind(path, "file") !== undefined);
+      } catch (e) {
+        throw new LayerError(id, "lstat layers file", path, e);
+      }
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  /** Whether some layer (complete or not) builds on `id`; stops at the first one found. */
+  async hasChildren(id: string): Promise<boolean> {
+    validateLayerId(id);
+    for (const other of await this.#allIds()) {
+      if (other === id) continue;
+      try {
+        if ((await this.parents(other)).includes(id)) return true;
+      } catch (e) {
+        // Removed meanwhile, or an unreadable chain (`check` reports those).
+        if (!(e instanceof LayerError || e instanceof LayerNotFoundError)) throw e;
+      }
+    }
+    return false;
+  }
+
+  /**
    * Ids (complete or not) whose ancestor chain names `id` — its children and
    * all their descendants — sorted byte-wise.
    */

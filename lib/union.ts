@@ -30,9 +30,16 @@ import type {
   MountOpts,
   RemoveOpts,
 } from "./driver.ts";
-import { IncompatibleFsError, LayerError, LayerInUseError, LayerNotFoundError } from "./errors.ts";
+import {
+  IncompatibleFsError,
+  LayerError,
+  LayerIncompleteError,
+  LayerInUseError,
+  LayerNotFoundError,
+} from "./errors.ts";
+import { CREATING, describeIncomplete, incompleteRemedy } from "./incomplete.ts";
 import { backingFsName } from "./fsmagic.ts";
-import { layerIdProblem, validateLayerId } from "./ids.ts";
+import { compareBytewise, layerIdProblem, validateLayerId } from "./ids.ts";
 import { lstatKind } from "./entry_type.ts";
 import { LayerLocks, Mutex } from "./locks.ts";
 import { isMountpoint, makePrivate, readMountinfo, unmountRetry } from "./mounts.ts";
@@ -186,6 +193,18 @@ export function setDefaultLayerArchive(archive: LayerArchive): void {
   defaultArchive = archive;
 }
 
+/** A layer and whether its files are all in place. */
+export interface LayerState {
+  /** The layer id. */
+  id: string;
+  /** `"incomplete"`: a create, import or apply did not finish. */
+  state: "ok" | "incomplete";
+  /** What was interrupted (incomplete layers only). */
+  reason?: string;
+  /** What can be done about it (incomplete layers only). */
+  remedy?: string;
+}
+
 /** Options of {@linkcode UnionDriver}. */
 export interface UnionDriverOptions extends DriverOptions {
   /** Layer tars in and out (default: the one set by {@linkcode setDefaultLayerArchive}). */
@@ -197,9 +216,6 @@ export interface UnionDriverOptions extends DriverOptions {
   /** Pause between those retries in milliseconds (default 100). */
   unmountRetryDelayMs?: number;
 }
-
-/** Why a layer is marked incomplete while create runs. */
-const CREATING = "create";
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
@@ -353,7 +369,7 @@ export class UnionDriver implements Driver {
         if (why !== CREATING) {
           // An interrupted apply: the layer's data may be partial. Say so;
           // `strata check --repair` (or remove) deals with it.
-          this.#warn(`layer ${id} is incomplete (${why} was interrupted); remove it or re-apply`);
+          this.#warn(`layer ${id}: ${describeIncomplete(why)}`);
           continue;
         }
         try {
@@ -504,14 +520,48 @@ export class UnionDriver implements Driver {
     return Promise.resolve(null);
   }
 
-  /** Whether `id` is a complete layer. Invalid ids never exist. */
-  exists(id: string): Promise<boolean> {
-    return this.store.exists(id);
+  /**
+   * Whether layer `id` exists, complete or incomplete (a create, import or
+   * apply that did not finish; see {@linkcode UnionDriver.layerState}).
+   * Invalid ids never exist.
+   */
+  async exists(id: string): Promise<boolean> {
+    if (layerIdProblem(id) !== undefined) return false;
+    return await this.store.hasChainFile(id) || await this.store.marker(id) !== undefined;
   }
 
-  /** All complete layers, sorted byte-wise. */
-  listLayers(): Promise<string[]> {
-    return this.store.list();
+  /** Every layer, complete or incomplete, sorted byte-wise (see {@linkcode UnionDriver.listLayerStates}). */
+  async listLayers(): Promise<string[]> {
+    return (await this.listLayerStates()).map((l) => l.id);
+  }
+
+  /**
+   * The state of layer `id`, or `undefined` when there is no such layer:
+   * `"ok"`, or `"incomplete"` with what was interrupted and what can be done.
+   */
+  async layerState(id: string): Promise<LayerState | undefined> {
+    if (layerIdProblem(id) !== undefined) return undefined;
+    const reason = await this.store.marker(id);
+    if (reason !== undefined) {
+      return { id, state: "incomplete", reason, remedy: incompleteRemedy(reason) };
+    }
+    return (await this.store.hasChainFile(id)) ? { id, state: "ok" } : undefined;
+  }
+
+  /** {@linkcode UnionDriver.layerState} of every layer, sorted byte-wise by id. */
+  async listLayerStates(): Promise<LayerState[]> {
+    const out = new Map<string, LayerState>();
+    for (const id of await this.store.list()) out.set(id, { id, state: "ok" });
+    for (const { id, why } of await this.store.incomplete()) {
+      out.set(id, { id, state: "incomplete", reason: why, remedy: incompleteRemedy(why) });
+    }
+    return [...out.values()].sort((a, b) => compareBytewise(a.id, b.id));
+  }
+
+  /** Throw {@linkcode LayerIncompleteError} when `id` is marked incomplete. */
+  async refuseIncomplete(id: string, op: string): Promise<void> {
+    const reason = await this.store.marker(id);
+    if (reason !== undefined) throw new LayerIncompleteError(id, op, reason);
   }
 
   /** No additional image stores. */
@@ -541,6 +591,7 @@ export class UnionDriver implements Driver {
     // naming it is written (and then sees the child), or runs first (and
     // then create finds no parent).
     await this.#locks.withLayers(parent === "" ? [id] : [id, parent], async () => {
+      await this.refuseIncomplete(id, "create");
       if (await this.store.exists(id)) {
         throw new LayerError(
           id,
@@ -551,6 +602,7 @@ export class UnionDriver implements Driver {
       }
       let chain: string[] = [];
       if (parent !== "") {
+        await this.refuseIncomplete(parent, `create ${id} on it`);
         if (!(await this.store.exists(parent))) {
           throw new LayerNotFoundError(parent, `parent of ${id}`);
         }
@@ -611,31 +663,42 @@ export class UnionDriver implements Driver {
   async get(id: string, opts?: MountOpts): Promise<string> {
     validateLayerId(id);
     return await this.#locks.withLayer(id, async () => {
-      const chain = await this.store.parents(id);
-      this.requireLayerDirs(id, "get", chain.length > 0);
-      // Held writable: the layer may change, so its tar no longer describes it.
-      if (!opts?.keepTarSplit) await this.tarSplit.remove(id);
-      if (chain.length === 0) {
-        const path = this.diffDir(id);
-        await this.#counts.increment(id, null);
-        this.#held.set(id, path);
-        return path;
-      }
-      const target = this.mountDir(id);
-      const count = await this.#counts.increment(id, target);
-      if (count > 1) {
-        this.#held.set(id, target);
-        return target;
-      }
-      try {
-        await this.#mountUnion(id, target, chain, opts?.mountLabel);
-      } catch (e) {
-        await this.#counts.decrement(id, target);
-        throw e;
-      }
+      await this.refuseIncomplete(id, "get");
+      return await this.getLocked(id, opts);
+    });
+  }
+
+  /**
+   * {@linkcode UnionDriver.get} for a caller that already holds layer `id`'s
+   * lock (`withLayerLock`) and has checked its state; an apply through the
+   * union uses it on the layer it is filling.
+   */
+  async getLocked(id: string, opts?: MountOpts): Promise<string> {
+    validateLayerId(id);
+    const chain = await this.store.parents(id);
+    this.requireLayerDirs(id, "get", chain.length > 0);
+    // Held writable: the layer may change, so its tar no longer describes it.
+    if (!opts?.keepTarSplit) await this.tarSplit.remove(id);
+    if (chain.length === 0) {
+      const path = this.diffDir(id);
+      await this.#counts.increment(id, null);
+      this.#held.set(id, path);
+      return path;
+    }
+    const target = this.mountDir(id);
+    const count = await this.#counts.increment(id, target);
+    if (count > 1) {
       this.#held.set(id, target);
       return target;
-    });
+    }
+    try {
+      await this.#mountUnion(id, target, chain, opts?.mountLabel);
+    } catch (e) {
+      await this.#counts.decrement(id, target);
+      throw e;
+    }
+    this.#held.set(id, target);
+    return target;
   }
 
   /**
@@ -644,14 +707,31 @@ export class UnionDriver implements Driver {
    */
   async put(id: string): Promise<void> {
     validateLayerId(id);
-    await this.#locks.withLayer(id, async () => {
-      const chain = await this.store.parents(id);
-      const target = chain.length === 0 ? null : this.mountDir(id);
-      const count = await this.#counts.decrement(id, target);
-      if (count > 0) return;
-      this.#held.delete(id);
-      if (target !== null) await this.#unmountRetrying(id, target, "put");
-    });
+    await this.#locks.withLayer(id, () => this.putLocked(id));
+  }
+
+  /**
+   * Drop every reference on layer `id` and unmount its union, for a caller
+   * holding its lock. Used before re-applying into an incomplete layer: `get`
+   * refuses incomplete layers, so its references are those an interrupted
+   * apply left behind.
+   */
+  async releaseAllLocked(id: string): Promise<void> {
+    validateLayerId(id);
+    await this.#unmountRetrying(id, this.mountDir(id), "release");
+    await this.#counts.reset(id);
+    this.#held.delete(id);
+  }
+
+  /** {@linkcode UnionDriver.put} for a caller that already holds layer `id`'s lock. */
+  async putLocked(id: string): Promise<void> {
+    validateLayerId(id);
+    const chain = await this.store.parents(id);
+    const target = chain.length === 0 ? null : this.mountDir(id);
+    const count = await this.#counts.decrement(id, target);
+    if (count > 0) return;
+    this.#held.delete(id);
+    if (target !== null) await this.#unmountRetrying(id, target, "put");
   }
 
   /**

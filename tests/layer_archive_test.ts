@@ -119,19 +119,24 @@ Deno.test("an interrupted apply leaves the layer marked incomplete, and the next
       },
     });
     await assert.rejects(d.applyDiff("b", "", broken), /connection reset/);
-    assert.deepEqual(await d.store.incomplete(), [{ id: "b", why: "apply" }]);
-    assert.equal(await d.exists("b"), false, "an incomplete layer does not count as existing");
+    const why = "apply into an empty layer";
+    assert.deepEqual(await d.store.incomplete(), [{ id: "b", why }]);
+    assert.equal(await d.exists("b"), true, "an incomplete layer exists, in its state");
+    assert.equal((await d.layerState("b"))?.state, "incomplete");
     const warnings: string[] = [];
     const again = await OverlayDriver.init(join(dir, "root"), {
       onWarning: (m) => warnings.push(m),
     });
     assert.ok(
-      warnings.some((w) => /layer b is incomplete \(apply was interrupted\)/.test(w)),
+      warnings.some((w) =>
+        /layer b: the layer is incomplete \(apply into an empty layer did not finish\): apply its tar again/
+          .test(w)
+      ),
       String(warnings),
     );
     assert.deepEqual(
       await again.store.incomplete(),
-      [{ id: "b", why: "apply" }],
+      [{ id: "b", why }],
       "init keeps it for check to report",
     );
   });
@@ -142,10 +147,10 @@ Deno.test("create with an incomplete reason keeps the mark until an applyDiff fi
     await d.create("src", "");
     await Deno.writeTextFile(join(d.diffDir("src"), "f"), "data");
     await d.create("imp", "", { incomplete: "import" });
-    assert.equal(await d.exists("imp"), false);
+    assert.equal((await d.layerState("imp"))?.state, "incomplete");
     assert.deepEqual(await d.store.incomplete(), [{ id: "imp", why: "import" }]);
     assert.equal(await d.applyDiff("imp", "", await d.diff("src", "")), 4);
-    assert.equal(await d.exists("imp"), true);
+    assert.deepEqual(await d.layerState("imp"), { id: "imp", state: "ok" });
     assert.deepEqual(await d.store.incomplete(), []);
   });
 });
@@ -231,7 +236,7 @@ Deno.test("a hostile, truncated tar fails applyDiff with an error naming the ent
       "nothing outside changed",
     );
     assert.deepEqual([...Deno.readDirSync(victim)].map((e) => e.name), ["hello"]);
-    assert.deepEqual(await d.store.incomplete(), [{ id: "bad", why: "apply" }]);
+    assert.deepEqual(await d.store.incomplete(), [{ id: "bad", why: "apply into an empty layer" }]);
     await d.remove("bad");
     for (const sub of ["diff", "mnt", "work", "layers", "incomplete"]) {
       await assert.rejects(Deno.lstat(join(d.root, sub, "bad")), Deno.errors.NotFound, sub);

@@ -10,7 +10,9 @@ import { sweepRemoving } from "../lib/remove.ts";
 import { systemLibc } from "../ffi/libc.ts";
 import { mountsBelow, withOverlay } from "./support/overlay_harness.ts";
 import { OverlayDriver } from "../lib/overlay/driver.ts";
-import { LayerInUseError, LayerNotFoundError } from "../lib/errors.ts";
+import { LayerIncompleteError, LayerInUseError, LayerNotFoundError } from "../lib/errors.ts";
+import { encodeHeader, END_OF_ARCHIVE, padding } from "../lib/archive/tar_writer.ts";
+import { makeHeader } from "../lib/archive/tar_header.ts";
 
 const libc = systemLibc();
 const listing = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
@@ -170,5 +172,141 @@ Deno.test("diff, changes and diffSize of a layer whose diff/<id> is missing fail
     // An ancestor's missing dir is named too.
     await Deno.remove(join(h.root, "diff", "base"), { recursive: true });
     await assert.rejects(driver.diff("base", ""), /diff\/base: the layer's directory is missing/);
+  }, { tmpfs: true });
+});
+
+// ------------------------------------------------------------ items 5, 6: apply paths and incomplete layers
+
+/** A tar of regular files `name -> content`. */
+function tarOf(files: Record<string, string>): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (const [name, text] of Object.entries(files)) {
+    const body = new TextEncoder().encode(text);
+    out.push(encodeHeader(makeHeader({ name, size: body.length, mode: 0o644 })));
+    out.push(body, new Uint8Array(padding(body.length)));
+  }
+  out.push(END_OF_ARCHIVE);
+  return out;
+}
+
+/**
+ * A tar stream that sends one whole file, then the header of a big one, and
+ * waits: `fail()` then errors it (an interrupted transfer).
+ */
+function stalledTar(): { stream: ReadableStream<Uint8Array>; sent: Promise<void>; fail(): void } {
+  let fail!: () => void, sent!: () => void;
+  const failed = new Promise<void>((r) => fail = r);
+  const sentP = new Promise<void>((r) => sent = r);
+  let step = 0;
+  const first = tarOf({ "partial.txt": "p" }).slice(0, 3);
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (step < first.length) c.enqueue(first[step++]);
+      else if (step++ === first.length) {
+        c.enqueue(encodeHeader(makeHeader({ name: "big", size: 1 << 20, mode: 0o644 })));
+      } else {
+        sent();
+        await failed;
+        c.error(new Error("connection reset"));
+      }
+    },
+  }, { highWaterMark: 0 });
+  return { stream, sent: sentP, fail };
+}
+
+Deno.test("the naive apply path (--parent not the direct parent) marks the layer incomplete and releases its mount on error", async () => {
+  await withOverlay(async (d, h) => {
+    await d.create("A", "");
+    await d.create("B", "A");
+    await d.create("C", "B");
+    const t = stalledTar();
+    const applying = d.applyDiff("C", "A", t.stream);
+    await t.sent;
+    assert.equal(await d.store.marker("C"), "apply into an empty layer", "marked while running");
+    assert.deepEqual(mountsBelow(join(h.root, "mnt")), [join(h.root, "mnt", "C")]);
+    t.fail();
+    await assert.rejects(applying, /connection reset/);
+    assert.equal(await d.store.marker("C"), "apply into an empty layer", "the mark stays");
+    assert.equal(await d.mountCount("C"), 0, "the apply's reference is released");
+    assert.deepEqual(mountsBelow(join(h.root, "mnt")), []);
+    // Re-applying starts over from the empty layer; the partial file is gone.
+    await d.applyDiff("C", "A", ReadableStream.from(tarOf({ "whole.txt": "w" })));
+    assert.equal(await d.store.marker("C"), undefined);
+    assert.deepEqual(listing(d.diffDir("C")), ["whole.txt"]);
+    assert.equal(await d.mountCount("C"), 0);
+    assert.deepEqual(mountsBelow(join(h.root, "mnt")), []);
+  }, { tmpfs: true });
+});
+
+Deno.test("applying into a layer that others build on is refused up front, touching nothing", async () => {
+  await withOverlay(async (d) => {
+    await d.create("A", "");
+    await d.applyDiff("A", "", ReadableStream.from(tarOf({ "a.txt": "a" })));
+    await d.create("B", "A");
+    for (const parent of ["", "B"]) {
+      await assert.rejects(
+        d.applyDiff("A", parent, ReadableStream.from(tarOf({ "x.txt": "x" }))),
+        /layer "A": apply: refusing: 1 layer\(s\) build on it \(B\)/,
+      );
+    }
+    assert.equal(await d.store.marker("A"), undefined);
+    assert.deepEqual(listing(d.diffDir("A")), ["a.txt"]);
+  }, { tmpfs: true });
+});
+
+Deno.test("an interrupted apply into a populated layer says so; re-apply is refused, remove works", async () => {
+  await withOverlay(async (d) => {
+    await d.create("A", "");
+    await d.applyDiff("A", "", ReadableStream.from(tarOf({ "old.txt": "o" })));
+    const t = stalledTar();
+    const applying = d.applyDiff("A", "", t.stream);
+    await t.sent;
+    t.fail();
+    await assert.rejects(applying, /connection reset/);
+    const state = await d.layerState("A");
+    assert.equal(state?.state, "incomplete");
+    assert.equal(state?.reason, "apply into a populated layer");
+    assert.match(state?.remedy ?? "", /cannot be restored: remove the layer and create it again/);
+    await assert.rejects(
+      d.applyDiff("A", "", ReadableStream.from(tarOf({ "x.txt": "x" }))),
+      (e: unknown) => {
+        assert.ok(e instanceof LayerIncompleteError);
+        assert.match(e.message, /apply into a populated layer did not finish.*remove the layer/);
+        return true;
+      },
+    );
+    assert.ok(listing(d.diffDir("A")).includes("old.txt"), "the refusal changed nothing");
+    await d.remove("A");
+    assert.equal(await d.exists("A"), false);
+  }, { tmpfs: true });
+});
+
+Deno.test("an incomplete layer exists and is listed with its state; get, create and diff on it say what is wrong", async () => {
+  await withOverlay(async (d) => {
+    await d.create("A", "");
+    await d.create("imp", "A", { incomplete: "import" });
+    assert.equal(await d.exists("imp"), true);
+    assert.deepEqual(await d.listLayers(), ["A", "imp"]);
+    assert.deepEqual((await d.listLayerStates()).map((l) => [l.id, l.state, l.reason]), [
+      ["A", "ok", undefined],
+      ["imp", "incomplete", "import"],
+    ]);
+    const incomplete = (op: string) => (e: unknown) => {
+      assert.ok(e instanceof LayerIncompleteError, String(e));
+      assert.match(e.message, new RegExp(`layer "imp": ${op}.*import did not finish`));
+      return true;
+    };
+    await assert.rejects(d.get("imp"), incomplete("get"));
+    await assert.rejects(d.create("imp", "A"), incomplete("create"));
+    await assert.rejects(d.create("kid", "imp"), incomplete("create kid on it"));
+    await assert.rejects(d.diff("imp", "A"), incomplete("diff"));
+    await assert.rejects(d.changes("imp", "A"), incomplete("changes"));
+    assert.equal(await d.exists("kid"), false);
+    assert.equal(await d.mountCount("imp"), 0);
+    // Its own apply is what completes it.
+    await d.applyDiff("imp", "A", ReadableStream.from(tarOf({ "f": "1" })));
+    assert.deepEqual(await d.layerState("imp"), { id: "imp", state: "ok" });
+    assert.ok((await d.get("imp")).endsWith("/mnt/imp"));
+    await d.put("imp");
   }, { tmpfs: true });
 });
