@@ -22,6 +22,7 @@ import { atomicRemove, ensureRemoveAll } from "./remove.ts";
 import type { UnionDriver } from "./union.ts";
 import { TAR_SPLIT_SUFFIX } from "./tar_split_store.ts";
 import { imageLeftovers } from "./image/leftovers.ts";
+import { rootPair } from "./archive/idmap.ts";
 
 /** The kinds of problem `checkRoot` reports. */
 export type FindingKind =
@@ -42,7 +43,13 @@ export type FindingKind =
   /** A tar-split record (`tar-split/<id>.tar-split.gz`) of no layer, or a temp file of one. */
   | "orphan-tar-split"
   /** Under `images/`: a temp blob or record, a partial download, a record of no layer. */
-  | "image-leftover";
+  | "image-leftover"
+  /** A layer's own directory (`diff/<id>`, `mnt/<id>`, ...) is missing or not a directory. */
+  | "missing-dir"
+  /** A layer's chain names itself or one ancestor twice. */
+  | "chain-cycle"
+  /** A layer's chain disagrees with its parent's (one of the two was truncated or emptied). */
+  | "chain-mismatch";
 
 /** What became of a finding. */
 export type RepairState =
@@ -189,6 +196,8 @@ export async function checkRoot(
     const f = add({ kind: "missing-parent", id, path: driver.store.fileOf(id), detail: what });
     if (repair) refuse(f, "the layer cannot be rebuilt without them");
   }
+
+  await checkLayerShape(driver, chains, completeSet, repair, add);
 
   // Incomplete layers.
   for (const { id, why } of incomplete) {
@@ -423,5 +432,168 @@ async function repairOrphan(
   } catch (e) {
     f.state = "failed";
     f.detail += `; repair failed: ${message(e)}`;
+  }
+}
+
+// ------------------------------------------------------------ layer shape (issue 9 item 7)
+
+type AddFinding = (f: Omit<Finding, "state">) => Finding;
+
+function sameChain(a: readonly string[], b: readonly string[]): boolean {
+  return a.length === b.length && a.every((x, i) => x === b[i]);
+}
+
+function startsWith(long: readonly string[], short: readonly string[]): boolean {
+  return short.length <= long.length && short.every((x, i) => x === long[i]);
+}
+
+/**
+ * The checks of a layer's own shape: its directories are there (and real
+ * directories), its chain has no cycle, and its chain agrees with its
+ * parent's (chain = [parent, ...chain of parent]). With `repair`, a missing
+ * `mnt/<id>` or backend dir (empty by nature) is made again, and a chain that
+ * is a truncated copy of what its child or parent records is completed from
+ * it; a missing `diff/<id>` (the layer's files) and cycles cannot be repaired.
+ */
+async function checkLayerShape(
+  driver: UnionDriver,
+  chains: Map<string, string[]>,
+  completeSet: Set<string>,
+  repair: boolean,
+  add: AddFinding,
+): Promise<void> {
+  const cyclic = new Set<string>();
+  for (const [id, chain] of chains) {
+    let why: string | undefined;
+    if (chain.includes(id)) why = "its chain names the layer itself";
+    else if (new Set(chain).size !== chain.length) why = "its chain names an ancestor twice";
+    else {
+      // Parents' parents, by each layer's own file: a loop that no single chain shows.
+      const seen = [id];
+      for (let p: string | undefined = chain[0]; p !== undefined; p = chains.get(p)?.[0]) {
+        if (p === id) {
+          why = `its parents lead back to it: ${[...seen, id].join(" <- ")}`;
+          break;
+        }
+        if (seen.includes(p)) break; // a loop further up: reported on its own layers
+        seen.push(p);
+      }
+    }
+    if (why === undefined) continue;
+    cyclic.add(id);
+    const f = add({
+      kind: "chain-cycle",
+      id,
+      path: driver.store.fileOf(id),
+      detail: `${why} (${chain.join(" <- ")})`,
+    });
+    if (repair) refuse(f, "which ancestors it really has is unknown");
+  }
+
+  for (const id of completeSet) await checkLayerDirs(driver, id, repair, add);
+
+  const fixed = new Set<string>();
+  for (const [id, chain] of chains) {
+    if (chain.length === 0 || cyclic.has(id) || fixed.has(id)) continue;
+    const parent = chain[0];
+    const parentChain = chains.get(parent);
+    if (parentChain === undefined || cyclic.has(parent) || fixed.has(parent)) continue;
+    const recorded = chain.slice(1);
+    if (sameChain(recorded, parentChain)) continue;
+    // Which side lost entries: a truncated (or emptied) file keeps a prefix of its chain.
+    let target: string, want: string[], detail: string;
+    if (startsWith(recorded, parentChain)) {
+      target = parent;
+      want = recorded;
+      detail = `its chain (${parentChain.length} ancestor(s)) is shorter than what its child ` +
+        `${id} records (${recorded.join(" <- ")}): truncated or emptied`;
+    } else if (startsWith(parentChain, recorded)) {
+      target = id;
+      want = [parent, ...parentChain];
+      detail = `its chain is shorter than its parent ${parent}'s (${want.join(" <- ")}): truncated`;
+    } else {
+      const f = add({
+        kind: "chain-mismatch",
+        id,
+        path: driver.store.fileOf(id),
+        detail: `its chain (${chain.join(" <- ")}) disagrees with its parent ${parent}'s (${
+          parentChain.join(" <- ") || "a base layer"
+        })`,
+      });
+      if (repair) refuse(f, "which of the two is right is unknown");
+      continue;
+    }
+    const f = add({
+      kind: "chain-mismatch",
+      id: target,
+      path: driver.store.fileOf(target),
+      detail,
+    });
+    if (!repair) continue;
+    if (want.includes(target) || new Set(want).size !== want.length) {
+      refuse(f, "the completed chain would hold a cycle");
+      continue;
+    }
+    if (want.some((p) => !completeSet.has(p))) {
+      refuse(f, "an ancestor it should name does not exist");
+      continue;
+    }
+    const before = chains.get(target) ?? [];
+    await attempt(f, () =>
+      driver.withLayerLock(target, async () => {
+        const now = await driver.store.parents(target);
+        if (!sameChain(now, before)) throw new Error("the chain changed meanwhile; check again");
+        await driver.store.write(target, want);
+      }));
+    if (f.state === "repaired") {
+      f.detail += `; rewritten as ${want.join(" <- ")}`;
+      fixed.add(target);
+      chains.set(target, want);
+    }
+  }
+}
+
+/** `diff/<id>`, `mnt/<id>` and the backend's dirs of a complete layer must be directories. */
+async function checkLayerDirs(
+  driver: UnionDriver,
+  id: string,
+  repair: boolean,
+  add: AddFinding,
+): Promise<void> {
+  const dirs: [string, boolean][] = [
+    [driver.diffDir(id), false],
+    [driver.mountDir(id), true],
+    ...driver.backend.layerDirs.map((d): [string, boolean] => [driver.layerDir(d, id), true]),
+  ];
+  for (const [path, empty] of dirs) {
+    let st: Deno.FileInfo | undefined;
+    try {
+      st = Deno.lstatSync(path);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) throw e;
+    }
+    if (st?.isDirectory) continue;
+    const f = add({
+      kind: "missing-dir",
+      id,
+      path,
+      detail: st === undefined
+        ? "the layer's directory is missing"
+        : "the layer's directory is not a directory (left alone: strata follows no links)",
+    });
+    if (!repair) continue;
+    if (st !== undefined) {
+      refuse(f, "something else is there; move it away, then check again");
+    } else if (!empty) {
+      refuse(f, "the layer's files are gone: remove the layer");
+    } else {
+      await attempt(f, () =>
+        driver.withLayerLock(id, async () => {
+          const owner = rootPair(driver);
+          await Deno.mkdir(path, { mode: 0o755 });
+          await Deno.chown(path, owner.uid, owner.gid);
+        }));
+      if (f.state === "repaired") f.detail += "; made again (it holds nothing of its own)";
+    }
   }
 }

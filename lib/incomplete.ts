@@ -67,7 +67,10 @@ export function incompleteRemedy(reason: string): string {
  * ```
  */
 export function describeIncomplete(reason: string): string {
-  return `the layer is incomplete (${reason || "an operation"} did not finish): ${
+  // A marker is a file anyone with access to the root can write: quote odd text.
+  // deno-lint-ignore no-control-regex
+  const what = /[\x00-\x1f\x7f-\x9f"]/.test(reason) ? JSON.stringify(reason) : reason;
+  return `the layer is incomplete (${what || "an operation"} did not finish): ${
     incompleteRemedy(reason)
   }`;
 }

@@ -7,6 +7,8 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type Ran, runCommand } from "./support/run.ts";
+import { encodeHeader, END_OF_ARCHIVE, padding } from "../lib/archive/tar_writer.ts";
+import { makeHeader } from "../lib/archive/tar_header.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 
@@ -91,6 +93,107 @@ Deno.test("cli: rm of a parent racing create of its child never orphans the chil
           assert.ok(Deno.statSync(join(layers, p)).isFile, `${id.name}'s ${p}`);
         }
       }
+    }
+  });
+});
+
+/** A ustar header for a regular file of `size` bytes. */
+function fileHeader(name: string, size: number): Uint8Array {
+  return encodeHeader(makeHeader({ name, size, mode: 0o644 }));
+}
+
+/** A whole tar of small regular files. */
+function smallTar(files: Record<string, string>): Uint8Array {
+  const parts: Uint8Array[] = [];
+  for (const [name, text] of Object.entries(files)) {
+    const body = new TextEncoder().encode(text);
+    parts.push(fileHeader(name, body.length), body, new Uint8Array(padding(body.length)));
+  }
+  parts.push(END_OF_ARCHIVE);
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let off = 0;
+  for (const p of parts) {
+    out.set(p, off);
+    off += p.length;
+  }
+  return out;
+}
+
+Deno.test("cli: a killed apply --parent (naive path) leaves the layer marked; it is re-applied and its mount released", async () => {
+  await withRoot(async (s, root) => {
+    ok(await s("create", "A"));
+    ok(await s("create", "B", "--parent", "A"));
+    ok(await s("create", "C", "--parent", "B"));
+    const child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", CLI, "--root", root, "apply", "C", "--parent", "A", "-"],
+      stdin: "piped",
+      stdout: "null",
+      stderr: "null",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(fileHeader("big.bin", 8 << 20));
+    await w.write(new Uint8Array(64 * 1024));
+    const marker = join(root, "incomplete", "C");
+    for (let i = 0; i < 200 && !(await Deno.lstat(marker).then(() => true, () => false)); i++) {
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    child.kill("SIGKILL");
+    await child.status;
+    await w.abort().catch(() => {});
+
+    assert.equal(Deno.readTextFileSync(marker), "apply into an empty layer");
+    const { layers } = JSON.parse(ok(await s("--json", "layers"))) as {
+      layers: { id: string; incomplete: boolean }[];
+    };
+    assert.deepEqual(layers.map((l) => [l.id, l.incomplete]), [
+      ["A", false],
+      ["B", false],
+      ["C", true],
+    ]);
+    const mount = await s("mount", "C");
+    assert.equal(mount.code, 1);
+    assert.match(
+      mount.err.trimEnd().split("\n").at(-1)!,
+      /^strata: .*apply into an empty layer did not finish\): apply its tar again/,
+    );
+    // What the message promises works: applying again starts over and releases the mount.
+    const again = await run(
+      ["--root", root, "apply", "C", "--parent", "A", "-"],
+      smallTar({ "f.txt": "x" }),
+    );
+    ok(again);
+    assert.deepEqual([...Deno.readDirSync(join(root, "diff", "C"))].map((e) => e.name), ["f.txt"]);
+    assert.deepEqual(mountsUnder(join(root, "mnt")), []);
+    const after = JSON.parse(ok(await s("--json", "layers"))) as {
+      layers: { id: string; mounts: number; incomplete: boolean }[];
+    };
+    assert.deepEqual(after.layers.find((l) => l.id === "C"), {
+      id: "C",
+      parent: "B",
+      mounts: 0,
+      incomplete: false,
+    });
+  });
+});
+
+Deno.test("cli: apply into a layer with children is refused; a garbage marker is shown escaped", async () => {
+  await withRoot(async (s, root) => {
+    ok(await s("create", "A"));
+    ok(await s("create", "B", "--parent", "A"));
+    failed(
+      await run(["--root", root, "apply", "A", "-"], smallTar({ "x": "x" })),
+      1,
+      /refusing: 1 layer\(s\) build on it \(B\)/,
+    );
+    assert.deepEqual([...Deno.readDirSync(join(root, "diff", "A"))], []);
+    Deno.writeTextFileSync(join(root, "incomplete", "B"), "evil\x1b]0;title\x07\nline");
+    const mount = await s("mount", "B");
+    assert.equal(mount.code, 1);
+    // Init's warning and the error both name it, escaped.
+    for (const line of mount.err.trimEnd().split("\n")) {
+      assert.match(line, /incomplete \("evil\\u001b\]0;title\\u0007\\nline" did not finish/);
+      // deno-lint-ignore no-control-regex
+      assert.ok(!/[\x00-\x1f]/.test(line));
     }
   });
 });

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { removingName } from "../lib/ids.ts";
+import { checkRoot } from "../lib/check.ts";
 import { sweepRemoving } from "../lib/remove.ts";
 import { systemLibc } from "../ffi/libc.ts";
 import { mountsBelow, withOverlay } from "./support/overlay_harness.ts";
@@ -308,5 +309,78 @@ Deno.test("an incomplete layer exists and is listed with its state; get, create 
     assert.deepEqual(await d.layerState("imp"), { id: "imp", state: "ok" });
     assert.ok((await d.get("imp")).endsWith("/mnt/imp"));
     await d.put("imp");
+  }, { tmpfs: true });
+});
+
+// ------------------------------------------------------------ item 7: check finds damaged layers
+
+Deno.test("check finds missing layer dirs; repair remakes mnt/ and work/, never fakes diff/", async () => {
+  await withOverlay(async (d, h) => {
+    await d.create("A", "");
+    await d.create("B", "A");
+    for (const p of ["diff/A", "mnt/B", "work/B"]) await Deno.remove(join(h.root, p));
+    const found = await checkRoot(d);
+    const missing = found.findings.filter((f) => f.kind === "missing-dir");
+    assert.deepEqual(missing.map((f) => f.path).sort(), [
+      join(h.root, "diff", "A"),
+      join(h.root, "mnt", "B"),
+      join(h.root, "work", "B"),
+    ]);
+    assert.equal(found.clean, false);
+    const repaired = await checkRoot(d, { repair: true });
+    const state = (p: string) => repaired.findings.find((f) => f.path === join(h.root, p))?.state;
+    assert.equal(state("diff/A"), "unsafe");
+    assert.equal(state("mnt/B"), "repaired");
+    assert.equal(state("work/B"), "repaired");
+    assert.ok(Deno.statSync(join(h.root, "mnt", "B")).isDirectory);
+    assert.throws(() => Deno.statSync(join(h.root, "diff", "A")), Deno.errors.NotFound);
+  }, { tmpfs: true });
+});
+
+Deno.test("check finds an emptied or truncated chain by its parent's or child's, and repairs it", async () => {
+  await withOverlay(async (d, h) => {
+    await d.create("A", "");
+    await d.create("B", "A");
+    await d.create("C", "B");
+    await d.create("D", "C");
+    // B's chain emptied (B looks like a base layer); D's truncated to its first line.
+    await Deno.writeTextFile(join(h.root, "layers", "B"), "");
+    await Deno.writeTextFile(join(h.root, "layers", "D"), "C\n");
+    const found = (await checkRoot(d)).findings.filter((f) => f.kind === "chain-mismatch");
+    assert.deepEqual(found.map((f) => f.id).sort(), ["B", "D"]);
+    const repaired = await checkRoot(d, { repair: true });
+    assert.ok(repaired.findings.every((f) => f.state === "repaired"), JSON.stringify(repaired));
+    assert.deepEqual(await d.parentChain("B"), ["A"]);
+    assert.deepEqual(await d.parentChain("D"), ["C", "B", "A"]);
+    assert.equal((await checkRoot(d)).clean, true);
+  }, { tmpfs: true });
+});
+
+Deno.test("check reports a parent cycle and a chain that disagrees with its parent's, and leaves them", async () => {
+  await withOverlay(async (d, h) => {
+    await d.create("A", "");
+    await d.create("X", "A");
+    await d.create("Y", "A");
+    await d.create("Z", "A");
+    await Deno.writeTextFile(join(h.root, "layers", "X"), "Y\n");
+    await Deno.writeTextFile(join(h.root, "layers", "Y"), "X\n");
+    await Deno.writeTextFile(join(h.root, "layers", "Z"), "X\nA\n"); // X's chain says [Y]
+    await d.create("P", "");
+    await d.create("Q", "P");
+    await d.create("R", "Q");
+    await Deno.writeTextFile(join(h.root, "layers", "R"), "Q\nA\n"); // Q's chain says [P]
+    const report = await checkRoot(d, { repair: true });
+    assert.deepEqual(
+      report.findings.filter((f) => f.kind === "chain-mismatch").map((f) => [f.id, f.state]),
+      [["R", "unsafe"]],
+    );
+    const kinds = report.findings.map((f) => [f.kind, f.id, f.state]);
+    assert.deepEqual(kinds.filter(([k]) => k === "chain-cycle").sort(), [
+      ["chain-cycle", "X", "unsafe"],
+      ["chain-cycle", "Y", "unsafe"],
+    ]);
+    assert.equal(report.clean, false);
+    assert.equal(await Deno.readTextFile(join(h.root, "layers", "X")), "Y\n", "left alone");
+    assert.equal(await Deno.readTextFile(join(h.root, "layers", "Z")), "X\nA\n", "left alone");
   }, { tmpfs: true });
 });
