@@ -34,11 +34,6 @@ export const KNOWN_DEFECTS: KnownDefect[] = [
     problem:
       /(not reported by check|after repair|still mounted after repair): \S*\/\.(overlay|dtype)-probe-/,
   },
-  {
-    defect: "issue 9 item 5: the naive apply path writes no incomplete mark and leaks its mount",
-    scenario: /naive/,
-    problem: /in-flight layer C is neither|mnt\/C$|exit 0 but in-flight layer C/,
-  },
 ];
 
 /**
