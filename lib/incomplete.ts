@@ -16,6 +16,8 @@ export const IMPORTING = "import";
 export const APPLY_EMPTY = "apply into an empty layer";
 /** A tar being applied over earlier content, now partly overwritten. */
 export const APPLY_POPULATED = "apply into a populated layer";
+/** What older roots wrote for any apply: whether the layer was empty is not known. */
+const LEGACY_APPLY = "apply";
 
 /**
  * Whether `applyDiff` may run on a layer marked with `reason`: yes when the
@@ -28,7 +30,10 @@ export const APPLY_POPULATED = "apply into a populated layer";
  * ```
  */
 export function canReapply(reason: string): boolean {
-  return reason === APPLY_EMPTY || reason === IMPORTING;
+  // CREATING: half-made; APPLY_POPULATED and an older root's "apply": earlier content
+  // partly overwritten. Anything else was set by a create that left the layer empty
+  // for its tar (an import), or by an apply into an empty layer.
+  return reason !== CREATING && reason !== APPLY_POPULATED && reason !== LEGACY_APPLY;
 }
 
 /**
@@ -51,8 +56,11 @@ export function incompleteRemedy(reason: string): string {
         "remove the layer and create it again";
     case CREATING:
       return "remove the layer (opening the driver again also does) and create it again";
-    default:
+    case LEGACY_APPLY:
       return "its content may be partial: remove the layer and create it again";
+    default:
+      // Set by a create for a layer to be filled (e.g. an import): it was empty.
+      return "apply its tar again, or remove the layer";
   }
 }
 

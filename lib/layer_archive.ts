@@ -121,7 +121,7 @@ async function prepareApply(driver: UnionDriver, id: string): Promise<boolean> {
   }
   driver.requireLayerDirs(id, "apply");
   const dir = driver.diffDir(id);
-  if (reason !== undefined) {
+  if (reason === APPLY_EMPTY) {
     // Start over from the empty layer the interrupted apply began with.
     await driver.releaseAllLocked(id);
     for (const e of [...Deno.readDirSync(dir)]) {

@@ -521,18 +521,20 @@ export class UnionDriver implements Driver {
   }
 
   /**
-   * Whether layer `id` exists, complete or incomplete (a create, import or
-   * apply that did not finish; see {@linkcode UnionDriver.layerState}).
+   * Whether `id` is a complete layer. An incomplete one (a create, import or
+   * apply that did not finish) does not count: callers use `exists` to decide
+   * whether a layer can be used as it is. {@linkcode UnionDriver.layerState}
+   * and {@linkcode UnionDriver.listLayerStates} show incomplete layers with
+   * their state, and every operation on one says what is wrong with it.
    * Invalid ids never exist.
    */
-  async exists(id: string): Promise<boolean> {
-    if (layerIdProblem(id) !== undefined) return false;
-    return await this.store.hasChainFile(id) || await this.store.marker(id) !== undefined;
+  exists(id: string): Promise<boolean> {
+    return this.store.exists(id);
   }
 
-  /** Every layer, complete or incomplete, sorted byte-wise (see {@linkcode UnionDriver.listLayerStates}). */
-  async listLayers(): Promise<string[]> {
-    return (await this.listLayerStates()).map((l) => l.id);
+  /** All complete layers, sorted byte-wise (incomplete ones: {@linkcode UnionDriver.listLayerStates}). */
+  listLayers(): Promise<string[]> {
+    return this.store.list();
   }
 
   /**

@@ -121,7 +121,7 @@ Deno.test("an interrupted apply leaves the layer marked incomplete, and the next
     await assert.rejects(d.applyDiff("b", "", broken), /connection reset/);
     const why = "apply into an empty layer";
     assert.deepEqual(await d.store.incomplete(), [{ id: "b", why }]);
-    assert.equal(await d.exists("b"), true, "an incomplete layer exists, in its state");
+    assert.equal(await d.exists("b"), false, "an incomplete layer cannot be used as it is");
     assert.equal((await d.layerState("b"))?.state, "incomplete");
     const warnings: string[] = [];
     const again = await OverlayDriver.init(join(dir, "root"), {
