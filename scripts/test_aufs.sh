@@ -34,7 +34,11 @@ if [ ! -f "$VM" ]; then
   exit 1
 fi
 
-deno check "${FILES[@]}" || exit 1
+DENO=$(command -v deno) || {
+  echo "test:aufs: deno is not on PATH (the guest runs the host's deno binary)" >&2
+  exit 1
+}
+"$DENO" check "${FILES[@]}" || exit 1
 
 # A log already written by `deno task test` (STRATA_AUFS_DATA_LOG set, as .ci/run does) is
 # reused; otherwise the double's tests run on the host first to write one.
@@ -46,7 +50,7 @@ if [ -s "${STRATA_AUFS_DATA_LOG:-}" ]; then
 else
   LOG=$LOGDIR/aufs-data.jsonl
   echo "test:aufs: recording the mount data the aufs double accepts (host: ${DOUBLE_FILES[*]})"
-  if ! STRATA_AUFS_DATA_LOG=$LOG deno test --allow-all --no-prompt --quiet "${DOUBLE_FILES[@]}" \
+  if ! STRATA_AUFS_DATA_LOG=$LOG "$DENO" test --allow-all --no-prompt --quiet "${DOUBLE_FILES[@]}" \
     >"$LOGDIR/host.out" 2>&1; then
     tail -30 "$LOGDIR/host.out"
     echo "test:aufs: the host tests of the double failed" >&2
@@ -55,4 +59,4 @@ else
 fi
 echo "test:aufs: $(wc -l <"$LOG") aufs calls recorded; booting the aufs guest"
 bash "$VM" --share "$PWD" --host-tmp "$LOGDIR" --env "STRATA_AUFS_DATA_LOG=$LOG" --timeout 1200 -- \
-  deno test --allow-all --no-prompt --no-check "${FILES[@]}" "$@"
+  "$DENO" test --allow-all --no-prompt --no-check "${FILES[@]}" "$@"
