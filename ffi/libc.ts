@@ -920,26 +920,29 @@ export function isErrno(err: unknown, errno: number): boolean {
 export function readTextFileViaLibc(path: string, libc: Libc = systemLibc()): string {
   const fd = libc.openat(AT.FDCWD, path, O.RDONLY);
   try {
-    const chunks: Uint8Array[] = [];
+    // One buffer for every call (grown when a file needs more): mountinfo is
+    // read several times per create/remove, and fresh memory costs a page
+    // fault per 4 KiB here.
+    let buf = textFileBuffer;
     let total = 0;
     for (;;) {
-      const buf = new Uint8Array(64 * 1024);
-      const n = libc.read(fd, buf);
+      if (total === buf.length) {
+        const bigger = new Uint8Array(buf.length * 2);
+        bigger.set(buf);
+        buf = textFileBuffer = bigger;
+      }
+      const n = libc.read(fd, buf.subarray(total));
       if (n === 0) break;
-      chunks.push(buf.subarray(0, n));
       total += n;
     }
-    const all = new Uint8Array(total);
-    let off = 0;
-    for (const c of chunks) {
-      all.set(c, off);
-      off += c.length;
-    }
-    return decoder.decode(all);
+    return decoder.decode(buf.subarray(0, total));
   } finally {
     libc.close(fd);
   }
 }
+
+/** The buffer {@linkcode readTextFileViaLibc} reads into (never handed out). */
+let textFileBuffer = new Uint8Array(64 * 1024);
 
 /**
  * The effective uid of this process (from `/proc/self/status`, read through

@@ -250,7 +250,8 @@ function unmountOne(libc: Libc, mp: string): void {
  * frees it when its last user goes. A mount hidden under a later mount on an
  * ancestor cannot be reached by path: it is retried in another round, once
  * the mounts above it are gone. Whatever is still mounted when a round makes
- * no progress is reported in one error.
+ * no progress is reported in one error. Returns only after a read of the
+ * mount table showed nothing at or below `dir`.
  *
  * @example
  * ```ts

@@ -128,12 +128,15 @@ export async function ensureRemoveAll(
   let sawNotFound = false;
   for (let busy = 0;;) {
     let unmountError: unknown;
+    let left: string[] = [];
     try {
+      // Returns only once its own read of the mount table shows nothing below
+      // `dir`: no second read (mountinfo is slow to read where mounts are many).
       recursiveUnmount(libc, dir, procRoot);
     } catch (e) {
       unmountError = e;
+      left = mountpointsUnder(dir, procRoot);
     }
-    const left = mountpointsUnder(dir, procRoot);
     if (left.length > 0) {
       const why = unmountError ? `: ${message(unmountError)}` : "";
       throw new Error(
