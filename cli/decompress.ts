@@ -9,7 +9,7 @@
  * @module
  */
 
-import { AT, type Libc, O, systemLibc } from "../ffi/libc.ts";
+import { AT, type Libc, O, S, systemLibc } from "../ffi/libc.ts";
 import {
   type Compression,
   decompressed,
@@ -96,10 +96,19 @@ export async function openTarInput(source: string, libc: Libc = systemLibc()): P
     } catch (e) {
       throw new Error(`open ${source}: ${(e as Error).message}`, { cause: e });
     }
+    if ((libc.fstat(fd).mode & S.IFMT) === S.IFDIR) {
+      libc.close(fd);
+      throw new Error(`open ${source}: is a directory, not a tar file`);
+    }
   }
   let handedOn = false;
   try {
-    const head = readHead(libc, fd, SNIFF_BYTES);
+    let head: Uint8Array;
+    try {
+      head = readHead(libc, fd, SNIFF_BYTES);
+    } catch (e) {
+      throw new Error(`read ${name}: ${(e as Error).message}`, { cause: e });
+    }
     const format = detectCompression(head);
     if (format === "xz" || format === "bzip2") throw new UnsupportedCompressionError(name, format);
     if (format === "gzip" || format === "zstd") {

@@ -186,6 +186,14 @@ Deno.test("cli: apply into a layer with children is refused; a garbage marker is
       /refusing: 1 layer\(s\) build on it \(B\)/,
     );
     assert.deepEqual([...Deno.readDirSync(join(root, "diff", "A"))], []);
+    // A directory given as the tar: the path is named.
+    const dir = join(root, "..", "not-a-tar");
+    Deno.mkdirSync(dir);
+    failed(
+      await s("apply", "B", dir),
+      1,
+      new RegExp(`open ${dir}: is a directory, not a tar file`),
+    );
     Deno.writeTextFileSync(join(root, "incomplete", "B"), "evil\x1b]0;title\x07\nline");
     const mount = await s("mount", "B");
     assert.equal(mount.code, 1);

@@ -13,7 +13,7 @@ import { mountsBelow, withOverlay } from "./support/overlay_harness.ts";
 import { OverlayDriver } from "../lib/overlay/driver.ts";
 import { LayerIncompleteError, LayerInUseError, LayerNotFoundError } from "../lib/errors.ts";
 import { encodeHeader, END_OF_ARCHIVE, padding } from "../lib/archive/tar_writer.ts";
-import { makeHeader } from "../lib/archive/tar_header.ts";
+import { makeHeader, TarType } from "../lib/archive/tar_header.ts";
 
 const libc = systemLibc();
 const listing = (dir: string) => [...Deno.readDirSync(dir)].map((e) => e.name).sort();
@@ -386,5 +386,32 @@ Deno.test("check reports a parent cycle and a chain that disagrees with its pare
     assert.equal(report.clean, false);
     assert.equal(await Deno.readTextFile(join(h.root, "layers", "X")), "Y\n", "left alone");
     assert.equal(await Deno.readTextFile(join(h.root, "layers", "Z")), "X\nA\n", "left alone");
+  }, { tmpfs: true });
+});
+
+// ------------------------------------------------------------ messages
+
+Deno.test("a link out of the layer is named in the error, which says it points outside the layer", async () => {
+  await withOverlay(async (d, h) => {
+    // Targets inside this test's temp dir: were confinement to fail, nothing of the host is hit.
+    for (const [i, link] of ["../../../outside", join(h.base, "outside")].entries()) {
+      const id = `L${i}`;
+      await d.create(id, "");
+      const tar = ReadableStream.from<Uint8Array>([
+        encodeHeader(makeHeader({ name: "evil", type: TarType.SYMLINK, linkname: link })),
+        ...tarOf({ "evil/x": "x" }),
+      ]);
+      await assert.rejects(d.applyDiff(id, "", tar), (e: Error) => {
+        assert.match(e.message, /entry "evil\/x"/);
+        assert.ok(
+          e.message.includes(
+            `"evil" is a symbolic link to ${JSON.stringify(link)}, which points outside the layer`,
+          ),
+          e.message,
+        );
+        return true;
+      });
+      assert.throws(() => Deno.lstatSync(join(h.base, "outside")), Deno.errors.NotFound);
+    }
   }, { tmpfs: true });
 });

@@ -59,6 +59,9 @@ const CACHE_MAX = 16;
 const EAGAIN_RETRIES = 16;
 const IN_ROOT = RESOLVE.IN_ROOT | RESOLVE.NO_MAGICLINKS;
 
+/** Why a directory could not be resolved, for errors caused by a link out of the root. */
+const LINK_NOTES = new WeakMap<Error, string>();
+
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 const EMPTY = new Uint8Array(0);
@@ -362,6 +365,63 @@ export class Root {
   }
 
   #resolveDir(dir: Uint8Array): number {
+    try {
+      return this.#resolveDirOnce(dir);
+    } catch (e) {
+      const n = e instanceof ErrnoError ? e.errno : undefined;
+      if (n !== Errno.ENOENT && n !== Errno.ENOTDIR && n !== Errno.ELOOP) throw e;
+      const note = this.#escapingLink(dir);
+      if (note === undefined) throw e;
+      const err = new ErrnoError(n, (e as ErrnoError).syscall, `${decoder.decode(dir)} (${note})`, {
+        cause: e,
+      });
+      LINK_NOTES.set(err, note);
+      throw err;
+    }
+  }
+
+  /**
+   * Why resolving `dir` failed, when the reason is a symbolic link on the way
+   * that points outside the root (absolute, or climbing above it with `..`):
+   * such a link is resolved inside the root, where its target usually does
+   * not exist, and a bare ENOENT would hide that. Only the root's own
+   * directories are looked at; the search stops at the first link.
+   */
+  #escapingLink(dir: Uint8Array): string | undefined {
+    const parts = decoder.decode(dir).split("/").filter((c) => c !== "" && c !== ".");
+    let depth = 0;
+    for (let i = 0; i < parts.length; i++) {
+      if (parts[i] === "..") {
+        depth = Math.max(0, depth - 1);
+        continue;
+      }
+      const prefix = parts.slice(0, i + 1).join("/");
+      let st;
+      try {
+        st = this.#libc.fstatat(this.fd, prefix, AT.SYMLINK_NOFOLLOW);
+      } catch {
+        return undefined;
+      }
+      if ((st.mode & S.IFMT) !== S.IFLNK) {
+        depth++;
+        continue;
+      }
+      const target = decoder.decode(this.#libc.readlinkat(this.fd, prefix));
+      let d = depth, escapes = target.startsWith("/");
+      for (const c of target.split("/")) {
+        if (c === "..") d--;
+        else if (c !== "" && c !== ".") d++;
+        if (d < 0) escapes = true;
+      }
+      if (!escapes) return undefined;
+      return `${JSON.stringify(prefix)} is a symbolic link to ${
+        JSON.stringify(target)
+      }, which points outside the layer`;
+    }
+    return undefined;
+  }
+
+  #resolveDirOnce(dir: Uint8Array): number {
     if (this.#resolver === "openat2") {
       for (let attempt = 0;; attempt++) {
         try {
@@ -427,7 +487,11 @@ export class Root {
 
   #rethrow(e: unknown, full: Uint8Array | null): never {
     if (e instanceof ErrnoError) {
-      throw new ErrnoError(e.errno, e.syscall, full === null ? "/" : decoder.decode(full));
+      const note = LINK_NOTES.get(e);
+      const path = full === null ? "/" : decoder.decode(full);
+      const err = new ErrnoError(e.errno, e.syscall, note ? `${path} (${note})` : path);
+      if (note) LINK_NOTES.set(err, note);
+      throw err;
     }
     throw e;
   }
