@@ -285,6 +285,15 @@ try {
             : []),
           { label: "strata diff -o FILE", sh: strata(`diff ${id} -o ${shq(out)}`), after: rmOut },
           { label: "strata diff | cat", sh: `${strata(`diff ${id}`)} | cat > /dev/null` },
+          {
+            label: "strata diff --source rebuilt -o FILE",
+            sh: strata(`diff ${id} --source rebuilt -o ${shq(out)}`),
+            after: rmOut,
+          },
+          {
+            label: "strata diff --source rebuilt | cat",
+            sh: `${strata(`diff ${id} --source rebuilt`)} | cat > /dev/null`,
+          },
           ...before([
             {
               label: "before: strata diff -o FILE",
@@ -311,6 +320,8 @@ try {
           ["strata diff -o FILE", "GNU tar -cf FILE", id === "big" ? 1.0 : 1.1],
           ["strata diff | cat", "GNU tar | cat", id === "big" ? 1.0 : 1.1],
           ["strata diff -o FILE", "peer tar > FILE", undefined],
+          ["strata diff --source rebuilt -o FILE", "GNU tar -cf FILE", undefined],
+          ["strata diff --source rebuilt | cat", "GNU tar | cat", undefined],
           ["library diff rebuilt > FILE (in-process)", "GNU tar -cf FILE", undefined],
           ["before: strata diff -o FILE", "GNU tar -cf FILE", undefined],
           ["before: strata diff | cat", "GNU tar | cat", undefined],
