@@ -249,7 +249,8 @@ export const layerArchive: LayerArchive = {
         const path = driver.tarSplit.pathOf(id);
         let getter;
         try {
-          getter = dirFileGetter(driver.diffDir(id), driver.libc);
+          // The driver's own getter (confined to the layer; a DirFileGetter reads fast).
+          getter = await driver.diffGetter(id);
         } catch (e) {
           await record.cancel();
           throw e;
