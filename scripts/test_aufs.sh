@@ -16,6 +16,7 @@ FILES=(
   tests/graphtest_test.ts
   tests/aufs_kernel_test.ts
   tests/aufs_real_test.ts
+  tests/seed_aufs_test.ts
 )
 # Host tests whose recording libc double fakes aufs: the mount data it accepts
 # there is logged and replayed on the real kernel by tests/aufs_kernel_test.ts.

@@ -16,6 +16,7 @@ import {
   type BackendName,
   BACKENDS,
   backendTest,
+  type BackendTestOptions,
   fsTypeAt,
   snapshotTree,
   withBackend,
@@ -83,8 +84,17 @@ async function readAll(s: ReadableStream<Uint8Array>): Promise<Uint8Array> {
 }
 
 function contract(backend: BackendName) {
-  const t = (title: string, fn: (d: UnionDriver, base: string) => Promise<void>) =>
-    backendTest(backend, `contract: ${title}`, () => withBackend(backend, (d, h) => fn(d, h.base)));
+  const t = (
+    title: string,
+    fn: (d: UnionDriver, base: string) => Promise<void>,
+    opts: BackendTestOptions = {},
+  ) =>
+    backendTest(
+      backend,
+      `contract: ${title}`,
+      () => withBackend(backend, (d, h) => fn(d, h.base)),
+      opts,
+    );
 
   t("create, exists and list; a base layer is its diff dir, a child a union mount", async (d) => {
     await d.create("a", "");
@@ -199,7 +209,7 @@ function contract(backend: BackendName) {
       assert.equal(expected, ids[0]);
       assert.equal(Deno.readTextFileSync(join(root, "testfile.txt")), "test content");
     });
-  });
+  }, { hostOnly: true });
 
   t(
     "a file deleted at depth 4 of 8 is hidden above, visible below, and recreated at 7",
@@ -290,6 +300,7 @@ function contract(backend: BackendName) {
         assert.equal(d.isMounted(target), false);
         assert.equal(await d.mountCount("b"), 0);
       }),
+    { hostOnly: true },
   );
 }
 

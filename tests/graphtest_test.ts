@@ -234,6 +234,7 @@ for (const backend of BACKENDS) {
           }
         });
       },
+      { hostOnly: fileCount > 10 },
     );
   }
 

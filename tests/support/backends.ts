@@ -54,6 +54,15 @@ export function missing(backend: BackendName): string | undefined {
   return kernelHas(backend) ? undefined : `this kernel has no ${backend}`;
 }
 
+/** Options of {@linkcode backendTest}. */
+export interface BackendTestOptions {
+  /**
+   * A slow test whose non-aufs variant is left to the host: in the aufs guest
+   * (TCG-emulated, every second counts) only the aufs variant runs.
+   */
+  hostOnly?: boolean;
+}
+
 /**
  * `Deno.test` for one backend: named `<backend>: <title>`, and `ignore`d with
  * `[ignored: <reason>]` in the name when the kernel lacks the backend.
@@ -68,8 +77,12 @@ export function backendTest(
   backend: BackendName,
   title: string,
   fn: () => Promise<void>,
+  opts: BackendTestOptions = {},
 ): void {
-  const why = missing(backend);
+  const why = missing(backend) ??
+    (opts.hostOnly && HAS_AUFS && backend !== "aufs"
+      ? `${backend} runs this on the host; too slow to repeat in the emulated aufs guest`
+      : undefined);
   Deno.test({
     name: `${backend}: ${title}${why ? ` [ignored: ${why}]` : ""}`,
     ignore: why !== undefined,
