@@ -134,6 +134,20 @@ Deno.test("pull of an index picks this host's platform; another platform is aske
   });
 });
 
+Deno.test("pull downloads layers in parallel, no more than --jobs at once", async () => {
+  const img = await buildImage(
+    [1, 2, 3, 4, 5].map((i) => ({ files: { [`f${i}`]: noise(24_000, i) }, compression: "none" })),
+  );
+  const trickleMs = Object.fromEntries(img.layers.map((l) => [l.digest, 3]));
+  await withFakeRegistry(img, "f/app", "1", { trickleMs }, async (reg) => {
+    await withImageStore(async (store) => {
+      const r = await pullImage(store, `${reg.host}/f/app:1`, { ...FAST, jobs: 2 });
+      assert.equal(r.image.layers.length, 5);
+      assert.equal(reg.maxInFlight(), 2);
+    });
+  });
+});
+
 Deno.test("an AbortSignal stops a pull: nothing half-made is left but the resumable download", async () => {
   const img = await image();
   const big = img.layers[1].digest;

@@ -119,6 +119,9 @@ Deno.test({
           `docker://${host}/other/copy:v2`,
         );
         assert.equal(raw, served);
+        // Pushed again: every blob is found by HEAD, nothing is sent.
+        const again2 = await pushImage(store, `${host}/src/app:t`, `${host}/other/copy:v2`);
+        assert.deepEqual([...new Set(again2.blobs.map((b) => b.how))], ["exists"]);
       });
     });
   },

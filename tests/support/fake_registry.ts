@@ -41,6 +41,8 @@ export interface FakeRegistry {
   host: string;
   /** Requests so far. */
   seen: Seen[];
+  /** The most trickled blob bodies that were being sent at once. */
+  maxInFlight: () => number;
 }
 
 const TOKEN = "t0ken";
@@ -75,6 +77,8 @@ export async function withFakeRegistry(
     ],
   });
   const seen: Seen[] = [];
+  let inFlight = 0;
+  let maxInFlight = 0;
   const counts = new Map<string, number>();
   const ac = new AbortController();
   let port = 0;
@@ -160,13 +164,25 @@ export async function withFakeRegistry(
       );
     }
     let off = 0;
+    let counted = false;
+    const finish = () => {
+      if (counted) inFlight--;
+      counted = false;
+    };
+    if (trickle) {
+      inFlight++;
+      counted = true;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+    }
     const stream = new ReadableStream<Uint8Array>({
+      cancel: finish,
       async pull(c) {
         if (cut !== undefined && off >= cut) {
           c.error(new Error("connection dropped on purpose"));
           return;
         }
         if (off >= body.length) {
+          finish();
           c.close();
           return;
         }
@@ -179,7 +195,7 @@ export async function withFakeRegistry(
     return respond(new Response(stream, { status: r ? 206 : 200, headers }));
   });
   try {
-    await fn({ host: `127.0.0.1:${port}`, seen });
+    await fn({ host: `127.0.0.1:${port}`, seen, maxInFlight: () => maxInFlight });
   } finally {
     ac.abort();
     await server.finished;
