@@ -139,3 +139,36 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "strata image import draws a line per layer on a terminal, none without one",
+  ignore: !toolsPresent("image_cli_test", ["script"]),
+  fn: async () => {
+    await withCliRoot(async (strata, dir, root) => {
+      const img = await buildImage([{ files: BASE }, { files: { "p": "p\n" } }]);
+      const src = join(dir, "src");
+      await writeLayout(src, img, "t");
+      const cli = new URL("../cli.ts", import.meta.url).pathname;
+      const cmd = [
+        Deno.execPath(),
+        "run",
+        "-A",
+        cli,
+        "--root",
+        root,
+        "image",
+        "import",
+        `oci:${src}:t`,
+      ]
+        .map((a) => `'${a}'`).join(" ");
+      // script(1) gives the command a terminal; its output is the terminal's.
+      const r = await runCommand("script", ["-qefc", cmd, "/dev/null"]);
+      assert.equal(r.code, 0, r.err + r.out);
+      for (const [i, l] of img.layers.entries()) {
+        assert.match(r.out, new RegExp(`import layer ${i + 1} ${l.digest.slice(7, 19)}: done`));
+      }
+      const plain = ok(await strata("image", "import", `oci:${src}:t`));
+      assert.doesNotMatch(plain, /import layer/);
+    });
+  },
+});
