@@ -188,7 +188,11 @@ export function hostPlatform(): Platform {
  * console.log(pickPlatform({ schemaVersion: 2, manifests: [d] }, "x").digest === d.digest); // true
  * ```
  */
-export function pickPlatform(index: Index, what: string, platform = hostPlatform()): Descriptor {
+export function pickPlatform(
+  index: Index,
+  what: string,
+  platform: Platform = hostPlatform(),
+): Descriptor {
   const images = index.manifests.filter((m) =>
     isManifestType(m.mediaType) || isIndexType(m.mediaType)
   );
