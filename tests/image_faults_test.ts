@@ -170,7 +170,7 @@ Deno.test("an AbortSignal stops a pull: nothing half-made is left but the resuma
   });
 });
 
-Deno.test("fault: kill -9 during a pull leaves what check finds clean; the next pull resumes the download", async () => {
+Deno.test("fault: kill -9 during a pull leaves only what check reports; the next pull resumes the download", async () => {
   const img = await image();
   const big = img.layers[1].digest;
   await withFakeRegistry(img, "f/app", "1", { trickleMs: { [big]: 20 } }, async (reg) => {

@@ -45,22 +45,32 @@ export interface PullResult {
   layers: { digest: string; downloaded: number; resumedFrom: number; reused: boolean }[];
 }
 
-/** Run `fn` over `items` with at most `n` running at once; results in order. */
-async function bounded<T, R>(
+/**
+ * Start `fn` for every item at once, at most `n` running at a time; the
+ * promises come back immediately, in order (each already has a handler, so a
+ * rejection waits for its reader instead of being unhandled).
+ */
+function bounded<T, R>(
   items: T[],
   n: number,
   fn: (item: T, i: number) => Promise<R>,
-): Promise<Promise<R>[]> {
-  const results: Promise<R>[] = [];
-  const running = new Set<Promise<unknown>>();
-  for (const [i, item] of items.entries()) {
-    while (running.size >= n) await Promise.race(running);
-    const p = fn(item, i);
-    results.push(p);
-    const done = p.then(() => {}, () => {}).finally(() => running.delete(done));
-    running.add(done);
-  }
-  return results;
+): Promise<R>[] {
+  let active = 0;
+  const waiting: (() => void)[] = [];
+  return items.map((item, i) => {
+    const p = (async () => {
+      while (active >= n) await new Promise<void>((r) => waiting.push(r));
+      active++;
+      try {
+        return await fn(item, i);
+      } finally {
+        active--;
+        waiting.shift()?.();
+      }
+    })();
+    p.catch(() => {});
+    return p;
+  });
 }
 
 async function hashFile(path: string, hash: Hash): Promise<number> {
@@ -246,7 +256,7 @@ export async function pullImage(
   const signal = opts.signal
     ? AbortSignal.any([opts.signal, controller.signal])
     : controller.signal;
-  const downloads = await bounded(manifest.layers, Math.max(1, opts.jobs ?? 3), (desc, i) => {
+  const downloads = bounded(manifest.layers, Math.max(1, opts.jobs ?? 3), (desc, i) => {
     if (!needed[i]) return Promise.resolve({ downloaded: 0, resumedFrom: 0 });
     progress(i, 0, "downloading");
     return downloadBlob(
@@ -258,14 +268,10 @@ export async function pullImage(
       attempts,
       (n) => progress(i, n, "downloading"),
       signal,
-    )
-      .catch((e) => {
-        controller.abort(e);
-        throw e;
-      });
-  }).catch((e) => {
-    controller.abort(e);
-    throw e;
+    ).catch((e) => {
+      controller.abort(e); // stop the other downloads
+      throw e;
+    });
   });
   const layers: PullResult["layers"] = [];
   try {
@@ -388,7 +394,7 @@ export async function pushImage(
     }
     blobs.push({ digest: desc.digest, how: "uploaded" });
   };
-  const jobs = await bounded(
+  const jobs = bounded(
     manifest.layers,
     Math.max(1, opts.jobs ?? 3),
     (d, i) => pushBlob(d, i),
