@@ -75,10 +75,13 @@ export type {
   Driver,
   DriverInit,
   DriverOptions,
+  DriverStatus,
   FileGetter,
   IDMap,
   LayerTar,
+  MountedLayer,
   MountOpts,
+  OperationOpts,
   RemoveOpts,
 } from "./lib/driver.ts";
 export { validateLayerId } from "./lib/ids.ts";

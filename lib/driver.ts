@@ -23,6 +23,12 @@ export interface IDMap {
 
 /** Options of `create`/`createReadWrite`. */
 export interface CreateOpts {
+  /**
+   * The layer to build on, in the `create(id, { parent })` form; absent or
+   * `""` makes a base layer. Ignored when the parent is passed as the second
+   * argument (`create(id, parent, opts)`).
+   */
+  parent?: string;
   /** SELinux label for the layer's mounts (unused by create itself). */
   mountLabel?: string;
   /** Per-layer storage options; neither backend supports any (a non-empty map is an error). */
@@ -62,7 +68,7 @@ export type DiffSource =
   | "rebuilt";
 
 /** Options of `diff`. */
-export interface DiffOpts extends MountOpts {
+export interface DiffOpts extends OperationOpts {
   /**
    * Which tar to give. `"auto"` (the default): the original bytes when the
    * layer has an intact tar-split record and `parent` is its direct parent,
@@ -91,13 +97,62 @@ export interface LayerTar extends ReadableStream<Uint8Array> {
 }
 
 /** Options of `applyDiff`. */
-export interface ApplyDiffOpts extends MountOpts {
+export interface ApplyDiffOpts extends OperationOpts {
   /**
    * Called after each chunk of the tar is extracted with the tar bytes read
    * and the entries extracted so far (for a progress line; counted by the
    * extraction itself, the tar is not parsed twice).
    */
   onProgress?: (bytes: number, entries: number) => void;
+}
+
+/**
+ * Options of the long operations (`diff`, `applyDiff`, `changes`,
+ * `diffSize`): a mount label and an abort signal.
+ */
+export interface OperationOpts extends MountOpts {
+  /**
+   * Abort the operation. It then rejects with `signal.reason` (by default a
+   * `DOMException` named `AbortError`) once its own cleanup is done; a layer
+   * whose `applyDiff` was aborted keeps its incomplete mark, as after any
+   * interrupted apply (see docs/behaviour.md#incomplete-layers). A stream
+   * returned by `diff` errors with the reason.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * A mounted layer from `Driver.mount`: its root path, released (one `put`)
+ * when disposed.
+ */
+export interface MountedLayer extends AsyncDisposable {
+  /** The layer. */
+  readonly id: string;
+  /** The root of the layer's view (what `get` returns). */
+  readonly path: string;
+  /** Drop the reference (`put`); idempotent. Same as disposing. */
+  release(): Promise<void>;
+}
+
+/**
+ * The state of a driver as a typed object; `status()` gives the same facts
+ * as display pairs.
+ */
+export interface DriverStatus {
+  /** Backend name, `"aufs"` or `"overlay"`. */
+  backend: string;
+  /** The driver root directory. */
+  root: string;
+  /** Name of the filesystem the root lives on, e.g. `"ext4"` or `"tmpfs"`. */
+  backingFilesystem: string;
+  /** Number of complete layers. */
+  layers: number;
+  /**
+   * The backend's own facts, by the names `status()` shows them with: aufs
+   * `"Dirperm1 Supported"`; overlay `"Supports d_type"`, `"Max Lower
+   * Layers"`, `"Using metacopy"`, `"Mount Options"`.
+   */
+  backendFacts: Record<string, string>;
 }
 
 /** One difference between a layer and its parent. */
@@ -126,6 +181,13 @@ export interface DriverOptions {
   libc?: Libc;
   /** Where `/proc` is read from (tests point it at a fake). Default `/proc`. */
   procRoot?: string;
+  /**
+   * Told about problems that are reported but do not stop an operation (a
+   * stale directory that could not be swept, a layer left incomplete by an
+   * interrupted apply, ignored xattrs). Default: ignored; strata's library
+   * never writes to the console itself.
+   */
+  onWarning?: (message: string) => void;
 }
 
 /**
@@ -133,29 +195,46 @@ export interface DriverOptions {
  * ancestors, and layer tars in and out.
  *
  * @example
- * ```ts
+ * ```ts ignore
  * import { openDriver } from "../mod.ts";
- * const d = await openDriver("auto", "/var/lib/strata");
- * await d.create("base", "");
- * const dir = await d.get("base");
- * await d.put("base");
+ * await using d = await openDriver("auto", "/var/lib/strata");
+ * await d.create("base");
+ * await d.create("app", { parent: "base" });
+ * {
+ *   await using m = await d.mount("app");
+ *   await Deno.writeTextFile(`${m.path}/hello`, "hi\n");
+ * } // unmounted here, even if the block threw
+ * console.log(await d.changes("app", "base")); // [{ path: "/hello", kind: "add" }]
  * ```
  */
-export interface Driver {
+export interface Driver extends AsyncDisposable {
   /** Backend name, `"aufs"` or `"overlay"`. */
   readonly name: string;
   /** The driver root directory. */
   readonly root: string;
-  /** Key/value facts about the driver, in a fixed order. */
+  /**
+   * Facts about the driver as display pairs, in a fixed order: `Root Dir`,
+   * `Backing Filesystem`, `Dirs` (the number of layers), then the backend's
+   * own (see {@linkcode DriverStatus.backendFacts}).
+   */
   status(): Promise<[string, string][]>;
-  /** Per-layer metadata (the seed returns none: `null`). */
+  /** The same facts as `status()`, as a typed object. */
+  statusInfo(): Promise<DriverStatus>;
+  /**
+   * Per-layer metadata for the caller to show. Both backends keep none and
+   * always resolve to `null` (containers/storage's aufs driver also returns
+   * none); it exists so that code written against other graph drivers runs.
+   */
   metadata(id: string): Promise<Record<string, string> | null>;
   /** Whether layer `id` exists. */
   exists(id: string): Promise<boolean>;
-  /** Create layer `id` on `parent` (`""` for none). */
-  create(id: string, parent: string, opts?: CreateOpts): Promise<void>;
+  /**
+   * Create layer `id` on `parent` (`""` for a base layer), or
+   * `create(id, { parent })` (no parent: a base layer).
+   */
+  create(id: string, parent?: string | CreateOpts, opts?: CreateOpts): Promise<void>;
   /** Same as create (no read-only distinction in these backends). */
-  createReadWrite(id: string, parent: string, opts?: CreateOpts): Promise<void>;
+  createReadWrite(id: string, parent?: string | CreateOpts, opts?: CreateOpts): Promise<void>;
   /**
    * Unmount and delete layer `id` (idempotent). With `ifUnused`, refuse
    * (`LayerInUseError`) when other layers build on it or it is mounted,
@@ -166,6 +245,12 @@ export interface Driver {
   get(id: string, opts?: MountOpts): Promise<string>;
   /** Release one reference taken by `get`; unmounts on the last. */
   put(id: string): Promise<void>;
+  /**
+   * `get` as a disposable: `await using m = await driver.mount(id)` gives
+   * `m.path`, and the reference is dropped (`put`) when `m` goes out of
+   * scope, also when the block throws.
+   */
+  mount(id: string, opts?: MountOpts): Promise<MountedLayer>;
   /** All layer ids, sorted. */
   listLayers(): Promise<string[]>;
   /** Extra read-only image stores (none). */
@@ -173,13 +258,23 @@ export interface Driver {
   /** Unmount everything this driver mounted under its root. */
   cleanup(): Promise<void>;
   /**
+   * Let go of the driver (`await using`): undoes the root's bind mount onto
+   * itself if this driver made it and no union is mounted under the root any
+   * more (layers still mounted keep it, and stay mounted). Never throws for
+   * that: a failure goes to `onWarning`.
+   */
+  [Symbol.asyncDispose](): Promise<void>;
+  /**
    * The layer's changes against `parent`, as a layer tar. For a layer filled
    * by `applyDiff` and not changed since (no writable `get`, no second
    * apply), against its direct parent, this is the applied tar itself, byte
    * for byte (`source: "original"`); see {@linkcode DiffOpts}.
    */
   diff(id: string, parent: string, opts?: DiffOpts): Promise<LayerTar>;
-  /** Apply a layer tar to `id`; returns the size as the seed computes it. */
+  /**
+   * Apply a layer tar to `id`; returns the size of what the layer holds
+   * afterwards (see docs/behaviour.md#apply).
+   */
   applyDiff(
     id: string,
     parent: string,
@@ -187,9 +282,9 @@ export interface Driver {
     opts?: ApplyDiffOpts,
   ): Promise<number>;
   /** Size of the changes of `id` against `parent`. */
-  diffSize(id: string, parent: string, opts?: MountOpts): Promise<number>;
+  diffSize(id: string, parent: string, opts?: OperationOpts): Promise<number>;
   /** The changes of `id` against `parent`, sorted by path. */
-  changes(id: string, parent: string, opts?: MountOpts): Promise<Change[]>;
+  changes(id: string, parent: string, opts?: OperationOpts): Promise<Change[]>;
   /** Read files of the layer's own diff by name. */
   diffGetter(id: string): Promise<FileGetter>;
 }

@@ -17,7 +17,9 @@ import type {
   FileGetter,
   LayerTar,
   MountOpts,
+  OperationOpts,
 } from "./driver.ts";
+import { abortableStream } from "./abort.ts";
 import {
   LayerError,
   LayerIncompleteError,
@@ -185,6 +187,8 @@ async function applyNative(
       stats,
       tarSplit: pending?.recorder,
       onProgress: opts?.onProgress,
+      signal: opts?.signal,
+      onWarning: driver.onWarning,
     };
     if (driver.whiteoutFormat === "aufs") {
       // aufs keeps whiteouts on disk exactly as the tar has them.
@@ -227,17 +231,8 @@ export function withSource(stream: ReadableStream<Uint8Array>, source: DiffSourc
   return stream as LayerTar;
 }
 
-/**
- * The default {@linkcode LayerArchive}: seed semantics with the backend's
- * whiteout format.
- *
- * @example
- * ```ts
- * import { layerArchive } from "./layer_archive.ts";
- * console.log(typeof layerArchive.diff); // function
- * ```
- */
-export const layerArchive: LayerArchive = {
+/** The archive methods without their AbortSignal handling (see `layerArchive`). */
+const plainArchive: LayerArchive = {
   async diff(driver, id, parent, opts?: DiffOpts) {
     await mustExist(driver, id, "diff");
     const want = opts?.source ?? "auto";
@@ -302,6 +297,7 @@ export const layerArchive: LayerArchive = {
           uidMaps: driver.uidMaps,
           gidMaps: driver.gidMaps,
           libc: driver.libc,
+          onWarning: driver.onWarning,
         }).applyDiff(id, parent, tar, opts);
         syncDir(driver, dir);
       } else {
@@ -339,5 +335,57 @@ export const layerArchive: LayerArchive = {
     await mustHaveDirs(driver, id, "diff getter");
     // Resolved by the kernel inside the layer: `..` and absolute links stay in it.
     return dirFileGetter(driver.diffDir(id), driver.libc);
+  },
+};
+
+/**
+ * The default {@linkcode LayerArchive}: containers/storage's semantics with
+ * the backend's whiteout format. Each long operation honours `opts.signal`:
+ * an already aborted signal rejects before anything is touched; `applyDiff`
+ * stops extracting at once (the layer keeps its incomplete mark); a `diff`
+ * stream errors with the signal's reason.
+ *
+ * @example
+ * ```ts
+ * import { layerArchive } from "./layer_archive.ts";
+ * console.log(typeof layerArchive.diff); // function
+ * ```
+ */
+export const layerArchive: LayerArchive = {
+  ...plainArchive,
+
+  async diff(driver, id, parent, opts?: DiffOpts) {
+    const signal = opts?.signal;
+    signal?.throwIfAborted();
+    const tar = await plainArchive.diff(driver, id, parent, opts);
+    if (!signal) return tar;
+    if (signal.aborted) {
+      await tar.cancel(signal.reason).catch(() => {});
+      throw signal.reason;
+    }
+    const source = (tar as Partial<LayerTar>).source;
+    const wrapped = abortableStream(tar, signal);
+    return source === undefined ? wrapped : withSource(wrapped, source);
+  },
+
+  async applyDiff(driver, id, parent, tar, opts?: ApplyDiffOpts) {
+    if (opts?.signal?.aborted) {
+      await tar.cancel(opts.signal.reason).catch(() => {});
+      throw opts.signal.reason;
+    }
+    return await plainArchive.applyDiff(driver, id, parent, tar, opts);
+  },
+
+  async diffSize(driver, id, parent, opts?: OperationOpts) {
+    opts?.signal?.throwIfAborted();
+    return await plainArchive.diffSize(driver, id, parent, opts);
+  },
+
+  async changes(driver, id, parent, opts?: OperationOpts): Promise<Change[]> {
+    opts?.signal?.throwIfAborted();
+    const changes = await plainArchive.changes(driver, id, parent, opts);
+    // The walk itself is synchronous: an abort during it is seen when it returns.
+    opts?.signal?.throwIfAborted();
+    return changes;
   },
 };

@@ -31,6 +31,8 @@ export interface NaiveDiffOptions {
   gidMaps?: IDMap[];
   /** System calls (default: the real libc). */
   libc?: Libc;
+  /** Told about things skipped without failing (ignored xattrs). Default: ignored. */
+  onWarning?: (message: string) => void;
 }
 
 /** Wait until the next whole second after `startMs` (tar mtimes have whole seconds). */
@@ -175,6 +177,8 @@ export class NaiveDiff {
         gidMaps: this.#opts.gidMaps,
         libc: this.#opts.libc,
         onProgress: opts?.onProgress,
+        signal: opts?.signal,
+        onWarning: this.#opts.onWarning,
       });
     } finally {
       await d.put(id);

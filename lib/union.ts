@@ -24,10 +24,13 @@ import type {
   DiffOpts,
   Driver,
   DriverOptions,
+  DriverStatus,
   FileGetter,
   IDMap,
   LayerTar,
+  MountedLayer,
   MountOpts,
+  OperationOpts,
   RemoveOpts,
 } from "./driver.ts";
 import {
@@ -149,9 +152,14 @@ export interface LayerArchive {
     opts?: ApplyDiffOpts,
   ): Promise<number>;
   /** See `Driver.diffSize`. */
-  diffSize(driver: UnionDriver, id: string, parent: string, opts?: MountOpts): Promise<number>;
+  diffSize(driver: UnionDriver, id: string, parent: string, opts?: OperationOpts): Promise<number>;
   /** See `Driver.changes`. */
-  changes(driver: UnionDriver, id: string, parent: string, opts?: MountOpts): Promise<Change[]>;
+  changes(
+    driver: UnionDriver,
+    id: string,
+    parent: string,
+    opts?: OperationOpts,
+  ): Promise<Change[]>;
   /** See `Driver.diffGetter`. */
   diffGetter(driver: UnionDriver, id: string): Promise<FileGetter>;
 }
@@ -209,8 +217,6 @@ export interface LayerState {
 export interface UnionDriverOptions extends DriverOptions {
   /** Layer tars in and out (default: the one set by {@linkcode setDefaultLayerArchive}). */
   archive?: LayerArchive;
-  /** Told about failures that are reported but do not stop the operation. */
-  onWarning?: (message: string) => void;
   /** EBUSY retries of an unmount in remove/put/cleanup (default 5). */
   unmountRetries?: number;
   /** Pause between those retries in milliseconds (default 100). */
@@ -304,6 +310,7 @@ export class UnionDriver implements Driver {
   readonly #retries: number;
   readonly #retryDelayMs: number;
   #backingFs = "<unknown>";
+  #madeBind = false;
 
   /** No I/O: the driver is usable after {@linkcode UnionDriver.prepare}. */
   constructor(root: string, backend: UnionBackend, opts: UnionDriverOptions = {}) {
@@ -315,7 +322,7 @@ export class UnionDriver implements Driver {
     this.gidMaps = opts.gidMaps ?? [];
     this.procRoot = opts.procRoot ?? "/proc";
     this.#archive = opts.archive ?? defaultArchive;
-    this.#warn = opts.onWarning ?? ((m) => console.warn(`strata ${backend.name}: ${m}`));
+    this.#warn = opts.onWarning ?? (() => {});
     this.#retries = opts.unmountRetries ?? 5;
     this.#retryDelayMs = opts.unmountRetryDelayMs ?? 100;
     this.store = new LayerStore(this.root);
@@ -327,6 +334,11 @@ export class UnionDriver implements Driver {
   /** How the diff directories record deletions (the backend's format). */
   get whiteoutFormat(): WhiteoutFormat {
     return this.backend.whiteoutFormat;
+  }
+
+  /** Where this driver reports warnings (the `onWarning` option; a no-op by default). */
+  get onWarning(): (message: string) => void {
+    return this.#warn;
   }
 
   /** Name of the filesystem under the root, as found by {@linkcode UnionDriver.prepare}. */
@@ -354,6 +366,7 @@ export class UnionDriver implements Driver {
     const wasMountpoint = isMountpoint(this.root, this.procRoot);
     try {
       makePrivate(this.libc, this.root, this.procRoot);
+      this.#madeBind = !wasMountpoint && isMountpoint(this.root, this.procRoot);
       for (const dir of ["mnt", "diff", "layers", ...this.backend.layerDirs]) {
         this.#mkdirs(join(this.root, dir), 0o700, owner, false);
       }
@@ -515,7 +528,20 @@ export class UnionDriver implements Driver {
     ];
   }
 
-  /** No per-layer metadata (seed §3.8). */
+  /** The facts of {@linkcode UnionDriver.status} as a typed object. */
+  async statusInfo(): Promise<DriverStatus> {
+    const layers = await this.store.list();
+    const own = await this.#withMountLock(() => this.backend.status());
+    return {
+      backend: this.name,
+      root: this.root,
+      backingFilesystem: this.#backingFs,
+      layers: layers.length,
+      backendFacts: Object.fromEntries(own),
+    };
+  }
+
+  /** No per-layer metadata: always `null` (seed §3.8). */
   metadata(_id: string): Promise<Record<string, string> | null> {
     return Promise.resolve(null);
   }
@@ -578,7 +604,9 @@ export class UnionDriver implements Driver {
    * removed again. Throws {@linkcode LayerNotFoundError} for a missing parent
    * and a {@linkcode LayerError} when `id` already exists.
    */
-  async create(id: string, parent: string, opts?: CreateOpts): Promise<void> {
+  async create(id: string, parentOrOpts?: string | CreateOpts, opts?: CreateOpts): Promise<void> {
+    const parent = typeof parentOrOpts === "string" ? parentOrOpts : parentOrOpts?.parent ?? "";
+    if (typeof parentOrOpts === "object") opts = parentOrOpts;
     validateLayerId(id);
     if (parent !== "") validateLayerId(parent);
     if (opts?.storageOpt && Object.keys(opts.storageOpt).length > 0) {
@@ -633,7 +661,7 @@ export class UnionDriver implements Driver {
   }
 
   /** Same as {@linkcode UnionDriver.create}. */
-  createReadWrite(id: string, parent: string, opts?: CreateOpts): Promise<void> {
+  createReadWrite(id: string, parent?: string | CreateOpts, opts?: CreateOpts): Promise<void> {
     return this.create(id, parent, opts);
   }
 
@@ -737,6 +765,48 @@ export class UnionDriver implements Driver {
   }
 
   /**
+   * {@linkcode UnionDriver.get} as a disposable: `await using m = await
+   * driver.mount(id)`; `m.path` is the layer's root, and leaving the scope
+   * (normally or by a throw) drops the reference with `put`.
+   */
+  async mount(id: string, opts?: MountOpts): Promise<MountedLayer> {
+    const path = await this.get(id, opts);
+    let released = false;
+    const release = async () => {
+      if (released) return;
+      released = true;
+      await this.put(id);
+    };
+    return { id, path, release, [Symbol.asyncDispose]: release };
+  }
+
+  /**
+   * Dispose (`await using`): undo the root's bind mount onto itself when
+   * {@linkcode UnionDriver.prepare} made it and no union is mounted under
+   * the root. Layers still mounted keep it. Failures go to `onWarning`.
+   */
+  [Symbol.asyncDispose](): Promise<void> {
+    if (this.#madeBind) this.#undoBind();
+    return Promise.resolve();
+  }
+
+  #undoBind(): void {
+    try {
+      // Not under the root-wide lock: its lock file lives in the root and
+      // would keep the bind mount busy. A union mounted meanwhile by another
+      // process makes the unmount fail with EBUSY, which leaves it in place.
+      const root = realPathOrUndefined(this.root);
+      if (root === undefined || !isSelfBind(root, this.procRoot)) return;
+      const inside = readMountinfo(this.procRoot).some((m) => m.mountPoint.startsWith(root + "/"));
+      if (inside) return;
+      this.libc.umount2(this.root, 0);
+      this.#madeBind = false;
+    } catch (e) {
+      this.#warn(`could not undo the bind mount of ${this.root}: ${message(e)}`);
+    }
+  }
+
+  /**
    * Unmount every union under `mnt/` (each layer's lock held while its
    * union is unmounted), then the root's bind mount onto itself made by
    * Init. Every failure is reported, together, after all were tried.
@@ -797,12 +867,12 @@ export class UnionDriver implements Driver {
   }
 
   /** See {@linkcode LayerArchive.diffSize}. */
-  diffSize(id: string, parent: string, opts?: MountOpts): Promise<number> {
+  diffSize(id: string, parent: string, opts?: OperationOpts): Promise<number> {
     return this.#archive.diffSize(this, id, parent, opts);
   }
 
   /** See {@linkcode LayerArchive.changes}. */
-  changes(id: string, parent: string, opts?: MountOpts): Promise<Change[]> {
+  changes(id: string, parent: string, opts?: OperationOpts): Promise<Change[]> {
     return this.#archive.changes(this, id, parent, opts);
   }
 

@@ -177,6 +177,7 @@ function splitLast(path: Uint8Array): [Uint8Array, Uint8Array] {
 class ApplyLayerSink implements ExtractSink {
   #root: Root;
   #w: EntryWriter;
+  #warn: ((message: string) => void) | undefined;
   #overlay: boolean;
   #plnk: PseudoLinks;
   #unpacked = new Set<string>();
@@ -188,6 +189,7 @@ class ApplyLayerSink implements ExtractSink {
   constructor(root: Root, opts: ApplyLayerOptions) {
     this.#root = root;
     this.#w = new EntryWriter(root, opts);
+    this.#warn = opts.onWarning;
     this.#overlay = opts.whiteoutFormat === "overlay";
     this.#plnk = new PseudoLinks(root, opts.libc ?? systemLibc());
   }
@@ -317,7 +319,7 @@ class ApplyLayerSink implements ExtractSink {
       this.#plnk.close();
     }
     if (this.#w.ignoredXattrs > 0) {
-      console.warn(
+      this.#warn?.(
         `apply layer: ${this.#w.ignoredXattrs} xattrs ignored: the filesystem does not support them`,
       );
     }

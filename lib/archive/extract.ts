@@ -53,6 +53,13 @@ export interface UntarOptions {
   /** syncfs(2) the destination's filesystem once at the end. */
   sync?: boolean;
   /**
+   * Abort the extraction: it stops reading, cancels the input and rejects
+   * with `signal.reason`. What was extracted so far stays in `dest`.
+   */
+  signal?: AbortSignal;
+  /** Told about things skipped without failing (xattrs the filesystem refused). Default: ignored. */
+  onWarning?: (message: string) => void;
+  /**
    * Filled in as the extraction goes (an out-parameter): what it created, so a
    * caller that extracted into an empty directory can know the directory's
    * size without walking it again.
@@ -761,7 +768,12 @@ export async function extractStream(
   let reader: ChunkReader | undefined;
   let root: Root | undefined;
   let sink: ExtractSink | undefined;
+  const signal = opts.signal;
+  // On abort, cancelling the input ends a pending read at once; the loop then sees the signal.
+  const onAbort = () => void reader?.cancel(signal!.reason);
   try {
+    signal?.throwIfAborted();
+    signal?.addEventListener("abort", onAbort, { once: true });
     reader = new ChunkReader(tar);
     prepareDest(absDest, libc, opts);
     root = new Root(absDest, { libc, forceFallback: opts.forceFallback });
@@ -772,6 +784,7 @@ export async function extractStream(
     let bytes = 0;
     for (;;) {
       const chunk = await reader.next();
+      if (signal?.aborted) throw signal.reason;
       if (chunk === null) break;
       if (rec) rec.push(chunk);
       else parser.push(chunk);
@@ -786,11 +799,13 @@ export async function extractStream(
   } catch (e) {
     sink?.abort();
     await reader?.cancel(e);
+    if (signal?.aborted) throw signal.reason;
     let entry = sink?.current;
     if (e instanceof TarFormatError) entry = e.entry;
     else if (e instanceof InvalidArchiveError) entry = e.entry;
     throw new ExtractError(op, absDest, entry, e);
   } finally {
+    signal?.removeEventListener("abort", onAbort);
     root?.close();
     reader?.releaseLock();
   }

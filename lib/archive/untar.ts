@@ -30,11 +30,13 @@ export {
 /** The sink of a literal extraction: every entry goes to the writer. */
 class UntarSink implements ExtractSink {
   #w: EntryWriter;
+  #warn: ((message: string) => void) | undefined;
   #current: TarHeader | null = null;
   entries = 0;
 
   constructor(root: Root, opts: UntarOptions) {
     this.#w = new EntryWriter(root, opts);
+    this.#warn = opts.onWarning;
   }
 
   get current(): string | undefined {
@@ -61,7 +63,7 @@ class UntarSink implements ExtractSink {
   complete(): void {
     this.#w.finishDirs();
     if (this.#w.ignoredXattrs > 0) {
-      console.warn(
+      this.#warn?.(
         `untar: ${this.#w.ignoredXattrs} xattrs ignored: the filesystem does not support them`,
       );
     }

@@ -66,7 +66,7 @@ export class AufsBackend implements UnionBackend {
     this.#procRoot = opts.procRoot;
     this.#loadModule = opts.loadModule;
     this.#tmpDir = opts.tmpDir;
-    this.#warn = opts.warn ?? ((m) => console.warn(`strata aufs: ${m}`));
+    this.#warn = opts.warn ?? (() => {});
     this.#auplink = opts.auplink === undefined ? "auplink" : opts.auplink;
   }
 

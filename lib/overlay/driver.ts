@@ -118,7 +118,7 @@ export class OverlayDriver extends UnionDriver {
   /** Use {@linkcode OverlayDriver.init}; this only wires the parts together (no I/O). */
   constructor(root: string, backend: OverlayBackend, opts: UnionDriverOptions = {}) {
     super(root, backend, opts);
-    this.#onWarning = opts.onWarning ?? ((m) => console.warn(`strata overlay: ${m}`));
+    this.#onWarning = opts.onWarning ?? (() => {});
   }
 
   #warn(message: string): void {
@@ -130,7 +130,11 @@ export class OverlayDriver extends UnionDriver {
    * link. If the link cannot be made the layer is removed again and the error
    * names the link.
    */
-  override async create(id: string, parent: string, opts?: CreateOpts): Promise<void> {
+  override async create(
+    id: string,
+    parent?: string | CreateOpts,
+    opts?: CreateOpts,
+  ): Promise<void> {
     await super.create(id, parent, opts);
     try {
       await this.withLayerLock(id, async () => {
