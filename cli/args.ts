@@ -61,6 +61,12 @@ export interface CommandSpec {
   readonly required: number;
   /** The last operand may be given many times. */
   readonly variadic?: boolean;
+  /** What each operand and flag means, as `[name, text]` rows for `strata <command> --help`. */
+  readonly details?: readonly (readonly [string, string])[];
+  /** Example command lines for `strata <command> --help`. */
+  readonly examples?: readonly string[];
+  /** What `--json` prints: the name of its schema in docs/schemas/ (`<name>.schema.json`). */
+  readonly schema?: string;
 }
 
 const S = { type: "string" } as const;
@@ -75,6 +81,9 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: {},
     operands: [],
     required: 0,
+    details: [],
+    examples: ["strata status", "strata --json status | jq .status"],
+    schema: "status",
   },
   {
     name: "layers",
@@ -83,6 +92,9 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { size: B },
     operands: [],
     required: 0,
+    details: [["--size", "also show the size of each layer's own changes (walks every layer)"]],
+    examples: ["strata layers", "strata layers --size"],
+    schema: "layers",
   },
   {
     name: "create",
@@ -91,6 +103,14 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { parent: S, image: S, rw: B, label: S },
     operands: ["ID"],
     required: 1,
+    details: [
+      ["ID", "the new layer's id (at most 255 bytes, no '/', not '.' or '..')"],
+      ["--parent P", "build on layer P (default: a base layer without parent)"],
+      ["--rw", "create it as a read-write layer (the same thing for both backends)"],
+      ["--label L", "SELinux mount label remembered for the layer's mounts"],
+    ],
+    examples: ["strata create base", "strata create app --parent base"],
+    schema: "create",
   },
   {
     name: "rm",
@@ -99,6 +119,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { force: B },
     operands: ["ID"],
     required: 1,
+    details: [
+      ["ID", "the layer to remove (an unknown id is not an error)"],
+      ["--force", "remove it even when other layers build on it or it is mounted"],
+    ],
+    examples: ["strata rm app", "strata rm base --force"],
+    schema: "rm",
   },
   {
     name: "mount",
@@ -107,6 +133,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { label: S },
     operands: ["ID"],
     required: 1,
+    details: [
+      ["ID", "the layer to mount; each mount takes one reference"],
+      ["--label L", "SELinux label for the mount (context=L)"],
+    ],
+    examples: ['cd "$(strata mount app)"'],
+    schema: "mount",
   },
   {
     name: "umount",
@@ -115,6 +147,9 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: {},
     operands: ["ID"],
     required: 1,
+    details: [["ID", "the layer to release; the last reference unmounts it"]],
+    examples: ["strata umount app"],
+    schema: "umount",
   },
   {
     name: "exists",
@@ -123,6 +158,9 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: {},
     operands: ["ID"],
     required: 1,
+    details: [["ID", "the layer to look for"]],
+    examples: ["strata exists app && echo present"],
+    schema: "exists",
   },
   {
     name: "diff",
@@ -131,6 +169,13 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { parent: S, output: { type: "string", short: "o" }, source: S },
     operands: ["ID"],
     required: 1,
+    details: [
+      ["ID", "the layer whose changes are written"],
+      ["--parent P", "compare against layer P instead of the layer's own parent"],
+      ["-o, --output FILE", "write the tar to FILE (default: stdout, never a terminal)"],
+    ],
+    examples: ["strata diff app -o app.tar", "strata diff app | gzip > app.tar.gz"],
+    schema: "diff",
   },
   {
     name: "apply",
@@ -139,6 +184,13 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { parent: S },
     operands: ["ID", "FILE"],
     required: 1,
+    details: [
+      ["ID", "the layer to fill (usually just created)"],
+      ["FILE", "a layer tar, plain or gzip-compressed; '-' or none reads stdin"],
+      ["--parent P", "apply as if on parent P (default: the layer's own parent)"],
+    ],
+    examples: ["strata apply base base.tar.gz", "curl -sL URL | strata apply base -"],
+    schema: "apply",
   },
   {
     name: "changes",
@@ -147,6 +199,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { parent: S },
     operands: ["ID"],
     required: 1,
+    details: [
+      ["ID", "the layer to inspect"],
+      ["--parent P", "compare against layer P instead of the layer's own parent"],
+    ],
+    examples: ["strata changes app", "strata --json changes app"],
+    schema: "changes",
   },
   {
     name: "diff-size",
@@ -155,6 +213,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { parent: S },
     operands: ["ID"],
     required: 1,
+    details: [
+      ["ID", "the layer to measure"],
+      ["--parent P", "compare against layer P instead of the layer's own parent"],
+    ],
+    examples: ["strata diff-size app", "strata -q diff-size app"],
+    schema: "diff-size",
   },
   {
     name: "import",
@@ -164,6 +228,18 @@ export const COMMANDS: readonly CommandSpec[] = [
     operands: ["FILE"],
     required: 1,
     variadic: true,
+    details: [
+      [
+        "FILE...",
+        "layer tars (plain or gzip), bottom layer first; each becomes a layer on the previous",
+      ],
+      [
+        "--prefix P",
+        "name the layers P-1, P-2, ... (default: the sha256 of each uncompressed tar)",
+      ],
+    ],
+    examples: ["strata import l1.tar.gz l2.tar.gz", "strata import --prefix img *.tar"],
+    schema: "import",
   },
   {
     name: "image",
@@ -195,6 +271,9 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: {},
     operands: [],
     required: 0,
+    details: [],
+    examples: ["strata cleanup"],
+    schema: "cleanup",
   },
   {
     name: "check",
@@ -203,6 +282,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: { repair: B },
     operands: [],
     required: 0,
+    details: [[
+      "--repair",
+      "also fix what is safe: remove incomplete layers, stale mounts and leftovers",
+    ]],
+    examples: ["strata check", "strata check --repair"],
+    schema: "check",
   },
 ];
 
@@ -250,8 +335,28 @@ function parseOrThrow(
   try {
     return parseArgs({ args, options, strict: true, allowPositionals, allowNegative: false });
   } catch (e) {
-    const msg = (e as Error).message.split("\n")[0].replace(/\. To specify a positional.*$/, "");
-    throw new UsageError(msg, hint);
+    throw new UsageError(parseProblem(e), hint);
+  }
+}
+
+/** parseArgs's complaint about a command line, said in strata's words. */
+function parseProblem(e: unknown): string {
+  const text = e instanceof Error ? e.message : String(e);
+  const quoted = [...text.matchAll(/'([^']*)'/g)].map((m) => m[1]);
+  // "'-o, --output <value>'" names the flag both ways: prefer the long name.
+  const flag =
+    quoted.flatMap((q) => q.match(/--?[\w-]+/g) ?? []).sort((a, b) => b.length - a.length)[0];
+  switch ((e as { code?: string }).code) {
+    case "ERR_PARSE_ARGS_UNKNOWN_OPTION":
+      return `unknown flag ${flag ?? quoted[0] ?? text}`;
+    case "ERR_PARSE_ARGS_INVALID_OPTION_VALUE":
+      return text.includes("does not take")
+        ? `${flag} is a switch and takes no value`
+        : `${flag} needs a value`;
+    case "ERR_PARSE_ARGS_UNEXPECTED_POSITIONAL":
+      return `unexpected argument ${JSON.stringify(quoted[0] ?? "")} before the command`;
+    default:
+      return text.split("\n")[0];
   }
 }
 
@@ -333,6 +438,15 @@ function checkOperands(command: CommandSpec, operands: string[]): void {
   }
 }
 
+const EXIT_HELP = [
+  "exit status:",
+  "  0  success",
+  "  1  runtime error (a layer, file or system call failed; `exists`: no such layer;",
+  "     `check`: problems remain)",
+  "  2  usage error (unknown command or flag, missing or invalid argument)",
+  "",
+];
+
 /**
  * The text of `strata --help`, or of `strata <command> --help`.
  *
@@ -352,6 +466,8 @@ export function helpText(command?: CommandSpec): string {
     "  -V, --version       print the version",
   ];
   if (command) {
+    const details = command.details ?? [];
+    const w = Math.max(18, ...details.map(([k]) => k.length));
     return [
       `usage: strata [global flags] ${command.name}${
         command.synopsis ? " " + command.synopsis : ""
@@ -359,9 +475,17 @@ export function helpText(command?: CommandSpec): string {
       "",
       `  ${command.summary}`,
       "",
+      ...(details.length > 0
+        ? ["arguments and flags:", ...details.map(([k, v]) => `  ${k.padEnd(w)}  ${v}`), ""]
+        : []),
       "global flags:",
       ...globals,
       "",
+      ...(command.examples?.length
+        ? ["examples:", ...command.examples.map((e) => `  ${e}`), ""]
+        : []),
+      ...EXIT_HELP,
+      ...(command.schema ? [`--json output: docs/schemas/${command.schema}.schema.json`, ""] : []),
     ].join("\n");
   }
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
@@ -376,8 +500,8 @@ export function helpText(command?: CommandSpec): string {
     "global flags:",
     ...globals,
     "",
-    "Run `strata <command> --help` for a command's arguments. Exit status: 0 ok,",
-    "1 runtime error (or `exists`: no such layer), 2 usage error.",
+    "Run `strata <command> --help` for a command's arguments and examples.",
     "",
+    ...EXIT_HELP,
   ].join("\n");
 }

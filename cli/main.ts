@@ -50,6 +50,16 @@ function roughOutput(args: readonly string[]): Output {
   });
 }
 
+/** strata's version and the runtime's, as `strata --version` prints them. */
+export function versions(): { version: string; deno: string; v8: string; typescript: string } {
+  return {
+    version: VERSION,
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    typescript: Deno.version.typescript,
+  };
+}
+
 /**
  * Run `strata` with `args` (without the program name); resolves to the exit
  * status: 0 success, 1 runtime error (or `exists`: no such layer), 2 usage.
@@ -61,6 +71,16 @@ function roughOutput(args: readonly string[]): Output {
  * ```
  */
 export async function main(args: readonly string[]): Promise<number> {
+  try {
+    return await run(args);
+  } catch (e) {
+    // Help or version piped into `head`: the same quiet end.
+    if (isBrokenPipe(e)) return 0;
+    throw e;
+  }
+}
+
+async function run(args: readonly string[]): Promise<number> {
   let inv: Invocation;
   try {
     inv = parseCommandLine(args, strataRootFromEnv);
@@ -72,8 +92,9 @@ export async function main(args: readonly string[]): Promise<number> {
   }
   const out = new Output({ json: inv.globals.json, quiet: inv.globals.quiet });
   if (inv.globals.version) {
-    if (out.json) out.result({ json: { version: VERSION }, text: [] });
-    else out.text(`strata ${VERSION}`);
+    const v = versions();
+    if (out.json) out.result({ json: v, text: [] });
+    else out.text(`strata ${v.version} (deno ${v.deno}, v8 ${v.v8}, typescript ${v.typescript})`);
     return 0;
   }
   if (inv.globals.help || !inv.command) {
@@ -91,10 +112,8 @@ export async function main(args: readonly string[]): Promise<number> {
     requireFfi(command);
     requireFsAccess(command, inv.globals.root);
     requireRoot(command);
-    // Union drivers take `onWarning` (beyond DriverOptions): route it through -q.
-    const opts: DriverOptions & { onWarning: (m: string) => void } = {
-      onWarning: (m) => out.warn(m),
-    };
+    // Warnings go through Output, so -q silences them.
+    const opts: DriverOptions = { onWarning: (m) => out.warn(m) };
     driver = await openDriver(inv.globals.driver, inv.globals.root, opts);
     const ctx: Context = {
       globals: inv.globals,
@@ -110,8 +129,25 @@ export async function main(args: readonly string[]): Promise<number> {
     out.result(result);
     return result.exitCode ?? 0;
   } catch (e) {
+    // The reader of our output went away (`strata layers | head -1`): like
+    // coreutils, stop quietly; there is no one left to tell.
+    if (isBrokenPipe(e)) return 0;
     const r = describeError(e, where);
-    out.error(r.message, r.kind, r.exitCode);
+    try {
+      out.error(r.message, r.kind, r.exitCode);
+    } catch (printing) {
+      if (!isBrokenPipe(printing)) throw printing;
+    }
     return r.exitCode;
   }
+}
+
+/** Whether `e` (or an error in its cause chain) is a write to a pipe nobody reads any more. */
+export function isBrokenPipe(e: unknown): boolean {
+  for (let cur = e, depth = 0; cur !== undefined && cur !== null && depth < 8; depth++) {
+    if (cur instanceof Deno.errors.BrokenPipe) return true;
+    if ((cur as { code?: string }).code === "EPIPE") return true;
+    cur = (cur as { cause?: unknown }).cause;
+  }
+  return false;
 }

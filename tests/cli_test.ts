@@ -174,9 +174,16 @@ Deno.test("--help and --version work without --allow-ffi or any other permission
   assert.match(help.out, /usage: strata \[global flags\] <command>/);
   assert.match(help.out, /\n {2}import /);
   const version = await run(["--version"], { perms: [] });
-  assert.equal(version.out.trim(), `strata ${config.version}`);
+  assert.equal(
+    version.out.trim(),
+    `strata ${config.version} (deno ${Deno.version.deno}, v8 ${Deno.version.v8}, ` +
+      `typescript ${Deno.version.typescript})`,
+  );
   assert.deepEqual(JSON.parse((await run(["--json", "--version"], { perms: [] })).out), {
     version: config.version,
+    deno: Deno.version.deno,
+    v8: Deno.version.v8,
+    typescript: Deno.version.typescript,
   });
   const cmdHelp = await run(["apply", "--help"], { perms: [] });
   assert.match(cmdHelp.out, /apply ID \[--parent P\] \[FILE\|-\]/);
