@@ -266,9 +266,10 @@ async function run(made: Made): Promise<number> {
   const tars = join(tempDir, "tars");
   await Deno.mkdir(tars);
 
+  console.log("strata demo: build, mount, diff and re-apply a three-layer stack");
   const driver = await step("open driver (auto)", () => openDriver("auto", root));
   made.driver = driver;
-  console.log(`strata demo: backend ${driver.name}, root ${root}`);
+  console.log(`  backend ${driver.name}, root ${root}`);
 
   const stillRunning = () => {
     if (made.stopping) throw new Error("interrupted");

@@ -23,15 +23,22 @@ function announcedRoot(out: string): string {
   return m[2];
 }
 
-Deno.test("the demo runs to completion, proves the trees identical and leaves nothing", async () => {
+Deno.test("the demo (deno task demo) runs to completion, proves the trees identical and leaves nothing", async () => {
   const before = demoMounts();
+  // As README says to run it: the task, with its narrow permissions.
   const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", DEMO],
+    args: ["task", "-q", "demo"],
+    cwd: new URL("..", import.meta.url).pathname,
+    env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
   }).output();
   const out = decoder.decode(r.stdout);
-  assert.equal(r.code, 0, `${out}\n${decoder.decode(r.stderr)}`);
+  const err = decoder.decode(r.stderr);
+  assert.equal(r.code, 0, `${out}\n${err}`);
+  assert.match(out.split("\n")[0], /^strata demo: /, "the header comes first");
+  assert.doesNotMatch(err, /Failed to resolve/);
+  assert.equal(err, "", "nothing on stderr");
   assert.match(out, /backend overlay/);
   assert.match(out, /merged trees identical: \d+ entries/);
   for (const line of ["C /etc/config", "D /tmp/delete-me", "A /home/user/notes.txt"]) {

@@ -86,8 +86,19 @@ export function hostGuard(moduleUrl: string): GuardedTest {
   const names: string[] = [];
   const file = fileURLToPath(moduleUrl);
   const short = file.slice(file.lastIndexOf("/") + 1);
-  Deno.test(`guarded run: every case of ${short} in a private overlay of / (host untouched)`, () =>
-    runGuarded(file, names.length));
+  const name = `guarded run: every case of ${short} in a private overlay of / (host untouched)`;
+  const missing = missingTools();
+  if (missing.length > 0 && Deno.env.get("CI") !== "true") {
+    // One line for the whole run, however many files use the guard.
+    if (!toldMissing) {
+      console.log(
+        `skipping the guarded cases: ${missing.join(" and ")} not found on PATH ` +
+          "(util-linux / coreutils; with CI=true this is a failure)",
+      );
+      toldMissing = true;
+    }
+    Deno.test({ name, ignore: true, fn: () => {} });
+  } else Deno.test(name, () => runGuarded(file, names.length));
   return (name) => {
     names.push(name);
   };
@@ -112,8 +123,15 @@ function parseSummary(out: string): { passed: number; failed: number } | null {
   return m ? { passed: Number(m[1]), failed: Number(m[2]) } : null;
 }
 
+let toldMissing = false;
+
+/** The programs the guard needs that are not on PATH. */
+function missingTools(): string[] {
+  return ["unshare", "chroot"].filter((c) => !onPath(c));
+}
+
 async function runGuarded(file: string, expected: number): Promise<void> {
-  const missing = ["unshare", "chroot"].filter((c) => !onPath(c));
+  const missing = missingTools();
   if (missing.length > 0) {
     throw new Error(
       `the breakout cases need ${missing.join(" and ")} (util-linux / coreutils) to run ` +
