@@ -17,5 +17,7 @@
 import { main } from "./cli/main.ts";
 
 export { main };
+export type { MainIO } from "./cli/main.ts";
+export type { SyncWriter } from "./cli/output.ts";
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

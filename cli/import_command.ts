@@ -21,7 +21,7 @@ import { LayerError } from "../mod.ts";
 import { type Context, type Handler, progressFor } from "./context.ts";
 import { decompressed } from "./decompress.ts";
 import type { Progress } from "./progress.ts";
-import { tarProgress } from "./progress.ts";
+import { inputProgress, tarProgress } from "./progress.ts";
 import { openInput } from "./tar_commands.ts";
 
 /** One imported layer, as `import` reports it. */
@@ -47,16 +47,18 @@ function hashing(hash: ReturnType<typeof createHash>): TransformStream<Uint8Arra
   });
 }
 
-/** The uncompressed tar of `file`, as a stream. */
-async function tarOf(file: string): Promise<ReadableStream<Uint8Array>> {
+/** The uncompressed tar of `file`, as a stream; its reading counts towards `progress`'s percent. */
+async function tarOf(file: string, progress: Progress): Promise<ReadableStream<Uint8Array>> {
   const f = await openInput(file);
-  return (await decompressed(f.readable, file)).stream;
+  const info = await f.stat();
+  progress.startInput(info.isFile ? info.size : undefined);
+  return (await decompressed(f.readable.pipeThrough(inputProgress(progress)), file)).stream;
 }
 
 /** sha256 of the uncompressed tar in `file` (first read). */
 async function digestOf(file: string, progress: Progress): Promise<string> {
   const hash = createHash("sha256");
-  const stream = (await tarOf(file)).pipeThrough(tarProgress(progress));
+  const stream = (await tarOf(file, progress)).pipeThrough(tarProgress(progress));
   for await (const chunk of stream) hash.update(chunk);
   return hash.digest("hex");
 }
@@ -76,7 +78,7 @@ async function fill(
   await ctx.driver.create(id, parent, { incomplete: "import" });
   try {
     const hash = createHash("sha256");
-    const stream = (await tarOf(file)).pipeThrough(hashing(hash)).pipeThrough(
+    const stream = (await tarOf(file, progress)).pipeThrough(hashing(hash)).pipeThrough(
       tarProgress(progress),
     );
     const size = await ctx.driver.applyDiff(id, parent, stream);

@@ -16,7 +16,7 @@ import { commit, image } from "./image_commands.ts";
 import { importTars } from "./import_command.ts";
 import * as layer from "./layer_commands.ts";
 import { layerView } from "./layer_view.ts";
-import { Output } from "./output.ts";
+import { Output, type SyncWriter } from "./output.ts";
 import { requireFfi, requireFsAccess, requireRoot, strataRootFromEnv } from "./preflight.ts";
 import * as tar from "./tar_commands.ts";
 
@@ -43,10 +43,11 @@ const HANDLERS: Record<string, Handler> = {
 };
 
 /** Output flags as far as they can be read from a command line that may not parse. */
-function roughOutput(args: readonly string[]): Output {
+function roughOutput(args: readonly string[], io: MainIO): Output {
   return new Output({
     json: args.includes("--json"),
     quiet: args.includes("-q") || args.includes("--quiet"),
+    ...io,
   });
 }
 
@@ -70,9 +71,9 @@ export function versions(): { version: string; deno: string; v8: string; typescr
  * Deno.exit(await main(["--help"]));
  * ```
  */
-export async function main(args: readonly string[]): Promise<number> {
+export async function main(args: readonly string[], io: MainIO = {}): Promise<number> {
   try {
-    return await run(args);
+    return await run(args, io);
   } catch (e) {
     // Help or version piped into `head`: the same quiet end.
     if (isBrokenPipe(e)) return 0;
@@ -80,17 +81,36 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 }
 
-async function run(args: readonly string[]): Promise<number> {
+/**
+ * Where {@linkcode main} prints (default: the process's stdout and stderr).
+ *
+ * @example
+ * ```ts
+ * import { main, type MainIO } from "../cli.ts";
+ * let text = "";
+ * const io: MainIO = { stdout: { writeSync: (p) => (text += new TextDecoder().decode(p), p.length) } };
+ * await main(["--version"], io);
+ * console.log(text); // strata 0.1.0 (deno ...)
+ * ```
+ */
+export interface MainIO {
+  /** Where results, help and the version go. */
+  stdout?: SyncWriter;
+  /** Where errors and warnings go. */
+  stderr?: SyncWriter;
+}
+
+async function run(args: readonly string[], io: MainIO): Promise<number> {
   let inv: Invocation;
   try {
     inv = parseCommandLine(args, strataRootFromEnv);
   } catch (e) {
-    const out = roughOutput(args);
+    const out = roughOutput(args, io);
     const r = describeError(e, {});
     out.error(r.message, r.kind, r.exitCode);
     return r.exitCode;
   }
-  const out = new Output({ json: inv.globals.json, quiet: inv.globals.quiet });
+  const out = new Output({ json: inv.globals.json, quiet: inv.globals.quiet, ...io });
   if (inv.globals.version) {
     const v = versions();
     if (out.json) out.result({ json: v, text: [] });

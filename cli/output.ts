@@ -8,8 +8,20 @@
 
 const encoder = new TextEncoder();
 
-/** Something bytes can be written to synchronously (Deno.stdout, a test buffer). */
+/**
+ * Something bytes can be written to synchronously (Deno.stdout, a test buffer).
+ *
+ * @example
+ * ```ts
+ * import type { SyncWriter } from "../cli.ts";
+ * const chunks: Uint8Array[] = [];
+ * const collect: SyncWriter = { writeSync: (p) => chunks.push(p.slice()) && p.length };
+ * const stdout: SyncWriter = Deno.stdout;
+ * console.log(collect.writeSync(new Uint8Array(3)), typeof stdout); // 3 object
+ * ```
+ */
 export interface SyncWriter {
+  /** Write some of `p`; returns how many bytes were written. */
   writeSync(p: Uint8Array): number;
 }
 

@@ -1,7 +1,8 @@
 /**
  * The progress line long commands (diff, apply, import, check) draw on stderr
- * when it is a terminal: bytes, entries, rate and elapsed time, redrawn at
- * most every 100 ms and erased when the work ends. Disabled (a no-op) when
+ * when it is a terminal: bytes, entries, rate and elapsed time, and, when the
+ * size of the input is known (a file), the percent done and the time left;
+ * redrawn at most every 100 ms and erased when the work ends. Disabled (a no-op) when
  * stderr is not a terminal or `-q` was given.
  *
  * @module
@@ -39,6 +40,11 @@ export class Progress {
   bytes = 0;
   /** Entries (files, layers) so far. */
   entries = 0;
+  /** Bytes of the input file read so far (compressed, as on disk). */
+  inputBytes = 0;
+  /** Size of the input file when known: then the line shows percent and time left. */
+  inputTotal: number | undefined;
+  #inputStart = 0;
   #label: string;
   #enabled: boolean;
   #writer: SyncWriter;
@@ -61,6 +67,19 @@ export class Progress {
     this.#label = label;
   }
 
+  /** A new input of `total` bytes (undefined: unknown, e.g. a pipe) begins. */
+  startInput(total: number | undefined): void {
+    this.inputTotal = total;
+    this.inputBytes = 0;
+    this.#inputStart = this.#now();
+  }
+
+  /** Count bytes read from the input file. */
+  addInput(bytes: number): void {
+    this.inputBytes += bytes;
+    this.#maybeDraw();
+  }
+
   /** Count more work, redrawing if the last draw is old enough. */
   add(bytes: number, entries = 0): void {
     this.bytes += bytes;
@@ -78,8 +97,17 @@ export class Progress {
     const ms = this.elapsedMs();
     const secs = ms / 1000;
     const rate = secs > 0 ? this.bytes / secs : 0;
-    return `${this.#label}: ${humanBytes(this.bytes)}, ${this.entries} entries, ` +
-      `${humanBytes(Math.round(rate))}/s, ${secs.toFixed(1)}s`;
+    const done = `${humanBytes(this.bytes)}, ${this.entries} entries, ` +
+      `${humanBytes(Math.round(rate))}/s`;
+    const total = this.inputTotal;
+    if (!total || total <= 0) return `${this.#label}: ${done}, ${secs.toFixed(1)}s`;
+    const fraction = Math.min(1, this.inputBytes / total);
+    const inputSecs = (this.#now() - this.#inputStart) / 1000;
+    const left = fraction > 0 && inputSecs > 0
+      ? `${formatDuration(inputSecs * (1 - fraction) / fraction)} left`
+      : "time left unknown";
+    return `${this.#label}: ${(fraction * 100).toFixed(0)}% of ${humanBytes(total)}, ${done}, ` +
+      left;
   }
 
   /** Erase the line (call when the work ends, also on failure). */
@@ -96,6 +124,37 @@ export class Progress {
     writeAllSync(this.#writer, encoder.encode(`\r\x1b[K${this.line()}`));
     this.#drawn = true;
   }
+}
+
+/** `75s` → `1m15s`; `3700s` → `1h01m`. */
+function formatDuration(secs: number): string {
+  const s = Math.round(secs);
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, "0")}s`;
+  return `${Math.floor(s / 3600)}h${String(Math.floor(s / 60) % 60).padStart(2, "0")}m`;
+}
+
+/**
+ * A pass-through stream that counts the bytes read from an input file into
+ * `progress` (for the percent done: they are compared with the file's size).
+ *
+ * @example
+ * ```ts
+ * import { inputProgress, Progress } from "./progress.ts";
+ * const p = new Progress("apply", { enabled: false });
+ * p.startInput(1024);
+ * await new Response(new Blob([new Uint8Array(1024)]).stream().pipeThrough(inputProgress(p)))
+ *   .arrayBuffer();
+ * console.log(p.inputBytes); // 1024
+ * ```
+ */
+export function inputProgress(progress: Progress): TransformStream<Uint8Array, Uint8Array> {
+  return new TransformStream({
+    transform(chunk, controller) {
+      progress.addInput(chunk.length);
+      controller.enqueue(chunk);
+    },
+  });
 }
 
 /**

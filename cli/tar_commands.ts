@@ -192,14 +192,22 @@ export const apply: Handler = async (ctx) => {
   // path); gzip and zstd are inflated by a worker on the second core.
   const { stream, format } = await openTarInput(source);
   const progress = progressFor(ctx, `apply ${id}`);
+  // Percent and time left when the input is a plain regular file: its size is
+  // the number of tar bytes to read (a compressed file's is not).
+  if (format === "none" && source !== "-") {
+    const info = await Deno.stat(source);
+    if (info.isFile) progress.startInput(info.size);
+  }
   let size: number;
   try {
     // The driver marks the layer incomplete while it fills it: a crash or a
     // bad tar leaves it flagged for `strata check`, not silently half-applied.
     // Bytes and entries are counted by the extraction itself.
     size = await ctx.driver.applyDiff(id, parent, stream, {
-      onProgress: (bytes, entries) =>
-        progress.add(bytes - progress.bytes, entries - progress.entries),
+      onProgress: (bytes, entries) => {
+        if (progress.inputTotal !== undefined) progress.inputBytes = bytes;
+        progress.add(bytes - progress.bytes, entries - progress.entries);
+      },
     });
   } catch (e) {
     if (e instanceof LayerIncompleteError) throw e; // refused before anything changed
@@ -222,9 +230,15 @@ export const apply: Handler = async (ctx) => {
       bytes: progress.bytes,
       entries: progress.entries,
     },
-    text: [String(size)],
+    text: [sizeText(size, ctx.globals.quiet)],
   };
 };
+
+/** A size for people (`2.9 KiB (3000 bytes)`), or with `-q` the plain number for scripts. */
+function sizeText(size: number, quiet: boolean): string {
+  if (quiet) return String(size);
+  return size < 1024 ? `${size} B` : `${humanBytes(size)} (${size} bytes)`;
+}
 
 /** Open a tar file for reading, naming it in the error. */
 export async function openInput(path: string): Promise<Deno.FsFile> {
@@ -257,5 +271,5 @@ export const diffSize: Handler = async (ctx) => {
   await requireLayer(ctx, id);
   const parent = await parentOf(ctx, id);
   const size = await ctx.driver.diffSize(id, parent);
-  return { json: { id, parent: parent || null, size }, text: [String(size)] };
+  return { json: { id, parent: parent || null, size }, text: [sizeText(size, ctx.globals.quiet)] };
 };
