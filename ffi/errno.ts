@@ -95,7 +95,19 @@ const ERRNO_TEXT: Readonly<Record<number, string>> = {
   122: "disk quota exceeded",
 };
 
-/** errno constants used across the code base. */
+/**
+ * errno constants used across the code base.
+ *
+ * @example
+ * ```ts
+ * import { Errno, isErrno, systemLibc } from "../mod.ts";
+ * try {
+ *   systemLibc().umount2("/not-mounted", 0);
+ * } catch (e) {
+ *   if (!isErrno(e, Errno.EINVAL) && !isErrno(e, Errno.ENOENT)) throw e;
+ * }
+ * ```
+ */
 export const Errno = {
   EPERM: 1,
   ENOENT: 2,
@@ -126,7 +138,16 @@ export const Errno = {
 
 const BRAND = Symbol.for("strata.ErrnoError");
 
-/** The fields every errno error carries. */
+/**
+ * The fields every errno error carries.
+ *
+ * @example
+ * ```ts
+ * import type { ErrnoFields } from "../mod.ts";
+ * const where = (e: ErrnoFields) => `${e.syscall} ${e.path}: ${e.code}`;
+ * console.log(where({ errno: 16, code: "EBUSY", syscall: "umount2", path: "/mnt" }));
+ * ```
+ */
 export interface ErrnoFields {
   /** The errno number, e.g. 16. */
   readonly errno: number;
@@ -138,7 +159,15 @@ export interface ErrnoFields {
   readonly path: string;
 }
 
-/** The text of an errno, lower case, e.g. `"device or resource busy"`. */
+/**
+ * The text of an errno, lower case, e.g. `"device or resource busy"`.
+ *
+ * @example
+ * ```ts
+ * import { Errno, errnoText } from "../mod.ts";
+ * console.log(errnoText(Errno.EBUSY)); // device or resource busy
+ * ```
+ */
 export function errnoText(errno: number): string {
   return ERRNO_TEXT[errno] ?? `errno ${errno}`;
 }

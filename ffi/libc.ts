@@ -20,12 +20,31 @@ import { Errno, ErrnoError } from "./errno.ts";
 
 export { Errno, ErrnoError, errnoOf, errnoText } from "./errno.ts";
 
-/** A path: a JS string (UTF-8 encoded) or raw bytes without a NUL. */
+/**
+ * A path: a JS string (UTF-8 encoded) or raw bytes without a NUL.
+ *
+ * @example
+ * ```ts
+ * import type { PathLike } from "../mod.ts";
+ * const paths: PathLike[] = ["/tmp", new Uint8Array([0x2f, 0xff])]; // text, or raw bytes
+ * console.log(paths.length);
+ * ```
+ */
 export type PathLike = string | Uint8Array;
 
 const ARM = Deno.build.arch === "aarch64";
 
-/** open(2) flags for this architecture. */
+/**
+ * open(2) flags for this architecture.
+ *
+ * @example
+ * ```ts
+ * import { AT, O, systemLibc } from "../mod.ts";
+ * const libc = systemLibc();
+ * const fd = libc.openat(AT.FDCWD, "/tmp", O.RDONLY | O.DIRECTORY | O.CLOEXEC);
+ * libc.close(fd);
+ * ```
+ */
 export const O = {
   RDONLY: 0,
   WRONLY: 1,
@@ -42,7 +61,16 @@ export const O = {
   PATH: 0o10000000,
 } as const;
 
-/** `*at` call flags. */
+/**
+ * `*at` call flags.
+ *
+ * @example
+ * ```ts
+ * import { AT, systemLibc } from "../mod.ts";
+ * const st = systemLibc().fstatat(AT.FDCWD, "/tmp", AT.SYMLINK_NOFOLLOW);
+ * console.log(st.uid);
+ * ```
+ */
 export const AT = {
   FDCWD: -100,
   SYMLINK_NOFOLLOW: 0x100,
@@ -51,7 +79,20 @@ export const AT = {
   EMPTY_PATH: 0x1000,
 } as const;
 
-/** openat2(2) `resolve` flags. */
+/**
+ * openat2(2) `resolve` flags.
+ *
+ * @example
+ * ```ts
+ * import { AT, O, RESOLVE, systemLibc } from "../mod.ts";
+ * const libc = systemLibc();
+ * const dir = libc.openat(AT.FDCWD, "/tmp", O.RDONLY | O.DIRECTORY);
+ * // "../etc" resolves inside /tmp, as if /tmp were the root
+ * const fd = libc.openat2(dir, "x", O.RDONLY | O.CREAT, 0o644, RESOLVE.IN_ROOT);
+ * libc.close(fd);
+ * libc.close(dir);
+ * ```
+ */
 export const RESOLVE = {
   NO_XDEV: 0x01n,
   NO_MAGICLINKS: 0x02n,
@@ -60,7 +101,16 @@ export const RESOLVE = {
   IN_ROOT: 0x10n,
 } as const;
 
-/** File type bits of `st_mode`. */
+/**
+ * File type bits of `st_mode`.
+ *
+ * @example
+ * ```ts
+ * import { AT, S, systemLibc } from "../mod.ts";
+ * const st = systemLibc().fstatat(AT.FDCWD, "/tmp", 0);
+ * console.log((st.mode & S.IFMT) === S.IFDIR); // true
+ * ```
+ */
 export const S = {
   IFMT: 0o170000,
   IFSOCK: 0o140000,
@@ -72,7 +122,16 @@ export const S = {
   IFIFO: 0o010000,
 } as const;
 
-/** mount(2) flags (as bigint: the C type is `unsigned long`). */
+/**
+ * mount(2) flags (as bigint: the C type is `unsigned long`).
+ *
+ * @example
+ * ```ts
+ * import { MS, systemLibc } from "../mod.ts";
+ * const makePrivate = (path: string) => systemLibc().mount("", path, "", MS.PRIVATE, "");
+ * console.log(typeof makePrivate);
+ * ```
+ */
 export const MS = {
   RDONLY: 0x1n,
   NOSUID: 0x2n,
@@ -88,13 +147,41 @@ export const MS = {
   SHARED: 0x100000n,
 } as const;
 
-/** umount2(2) flags. */
+/**
+ * umount2(2) flags.
+ *
+ * @example
+ * ```ts
+ * import { MNT, systemLibc } from "../mod.ts";
+ * const lazily = (path: string) => systemLibc().umount2(path, MNT.DETACH);
+ * console.log(typeof lazily);
+ * ```
+ */
 export const MNT = { FORCE: 1, DETACH: 2, EXPIRE: 4 } as const;
 
-/** utimensat: leave this time unchanged. */
+/**
+ * utimensat: leave this time unchanged.
+ *
+ * @example
+ * ```ts
+ * import { UTIME_OMIT } from "../mod.ts";
+ * // utimensat times: keep the access time, set the modification time to the epoch
+ * const times = [{ sec: 0, nsec: UTIME_OMIT }, { sec: 0, nsec: 0 }];
+ * console.log(times.length);
+ * ```
+ */
 export const UTIME_OMIT = 0x3ffffffe;
 
-/** getdents64 `d_type` values. */
+/**
+ * getdents64 `d_type` values.
+ *
+ * @example
+ * ```ts
+ * import { DT } from "../mod.ts";
+ * const isDir = (type: number) => type === DT.DIR;
+ * console.log(isDir(4)); // true
+ * ```
+ */
 export const DT = {
   UNKNOWN: 0,
   FIFO: 1,
@@ -106,7 +193,16 @@ export const DT = {
   SOCK: 12,
 } as const;
 
-/** What statfs(2) reports. */
+/**
+ * What statfs(2) reports.
+ *
+ * @example
+ * ```ts
+ * import { type StatFs, systemLibc } from "../mod.ts";
+ * const fs: StatFs = systemLibc().statfs("/tmp");
+ * console.log(fs.type.toString(16), fs.bavail * fs.blockSize);
+ * ```
+ */
 export interface StatFs {
   /** Filesystem magic (`f_type`), as an unsigned 32-bit number. */
   type: number;
@@ -126,7 +222,16 @@ export interface StatFs {
   nameLen: number;
 }
 
-/** What statx(2) reports, with nanosecond times. */
+/**
+ * What statx(2) reports, with nanosecond times.
+ *
+ * @example
+ * ```ts
+ * import { AT, type Stat, systemLibc } from "../mod.ts";
+ * const st: Stat = systemLibc().fstatat(AT.FDCWD, "/tmp", 0);
+ * console.log(st.mode.toString(8), st.uid, st.size);
+ * ```
+ */
 export interface Stat {
   /** Type and permission bits (`st_mode`). */
   mode: number;
@@ -162,7 +267,16 @@ export interface Stat {
   ctimeNsec: number;
 }
 
-/** One directory entry from getdents64, with its raw name bytes. */
+/**
+ * One directory entry from getdents64, with its raw name bytes.
+ *
+ * @example
+ * ```ts
+ * import type { DirEntry } from "../mod.ts";
+ * const name = (e: DirEntry) => new TextDecoder().decode(e.name);
+ * console.log(name({ name: new TextEncoder().encode("etc"), ino: 2, type: 4 })); // etc
+ * ```
+ */
 export interface DirEntry {
   /** The name's raw bytes. */
   name: Uint8Array;
@@ -865,7 +979,20 @@ class SystemLibc implements Libc {
 
 let cached: Libc | undefined;
 
-/** Thrown when libc cannot be opened because FFI is not permitted. */
+/**
+ * Thrown when libc cannot be opened because FFI is not permitted.
+ *
+ * @example
+ * ```ts
+ * import { FfiPermissionError, systemLibc } from "../mod.ts";
+ * try {
+ *   systemLibc();
+ * } catch (e) {
+ *   if (e instanceof FfiPermissionError) console.error(e.message); // run with --allow-ffi
+ *   else throw e;
+ * }
+ * ```
+ */
 export class FfiPermissionError extends Error {
   /** Wrap the permission error Deno raised. */
   constructor(options?: ErrorOptions) {
@@ -901,7 +1028,19 @@ export function systemLibc(): Libc {
   return cached;
 }
 
-/** True when `err` is an {@linkcode ErrnoError} with errno `errno`. */
+/**
+ * True when `err` is an {@linkcode ErrnoError} with errno `errno`.
+ *
+ * @example
+ * ```ts
+ * import { Errno, isErrno, systemLibc } from "../mod.ts";
+ * try {
+ *   systemLibc().mkdirat(-100, "/tmp", 0o755);
+ * } catch (e) {
+ *   console.log(isErrno(e, Errno.EEXIST)); // true
+ * }
+ * ```
+ */
 export function isErrno(err: unknown, errno: number): boolean {
   return err instanceof ErrnoError && err.errno === errno;
 }

@@ -2,7 +2,7 @@
  * Whole-file replacement that a crash cannot tear: write a temporary file in
  * the same directory, optionally fsync it, rename it over the target, and
  * fsync the directory. Readers see the old content or the new, never a mix or
- * an empty file (the seed truncated in place, §9 row 2).
+ * an empty file (containers/storage truncated in place).
  *
  * @module
  */

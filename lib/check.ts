@@ -24,7 +24,16 @@ import { TAR_SPLIT_SUFFIX } from "./tar_split_store.ts";
 import { imageLeftovers } from "./image/leftovers.ts";
 import { rootPair } from "./archive/idmap.ts";
 
-/** The kinds of problem `checkRoot` reports. */
+/**
+ * The kinds of problem `checkRoot` reports.
+ *
+ * @example
+ * ```ts
+ * import type { Finding, FindingKind } from "../mod.ts";
+ * const onlyIncomplete = (fs: Finding[]) => fs.filter((f) => f.kind === ("incomplete" satisfies FindingKind));
+ * console.log(onlyIncomplete([]).length);
+ * ```
+ */
 export type FindingKind =
   /** A layer marked incomplete (create, apply or import cut short). */
   | "incomplete"
@@ -51,7 +60,17 @@ export type FindingKind =
   /** A layer's chain disagrees with its parent's (one of the two was truncated or emptied). */
   | "chain-mismatch";
 
-/** What became of a finding. */
+/**
+ * What became of a finding.
+ *
+ * @example
+ * ```ts
+ * import type { Finding, RepairState } from "../mod.ts";
+ * const left: RepairState[] = ["found", "unsafe", "failed"];
+ * const remaining = (fs: Finding[]) => fs.filter((f) => left.includes(f.state));
+ * console.log(remaining([]).length);
+ * ```
+ */
 export type RepairState =
   /** Reported only (check without repair). */
   | "found"
@@ -64,7 +83,17 @@ export type RepairState =
   /** Gone by the time the repair looked again (another process fixed it). */
   | "vanished";
 
-/** One problem found. */
+/**
+ * One problem found.
+ *
+ * @example
+ * ```ts
+ * import { checkRoot, type Finding, OverlayDriver } from "../mod.ts";
+ * await using driver = await OverlayDriver.init("/var/lib/strata");
+ * const show = (f: Finding) => `${f.state} ${f.kind} ${f.id ?? ""} ${f.path}: ${f.detail}`;
+ * for (const f of (await checkRoot(driver)).findings) console.log(show(f));
+ * ```
+ */
 export interface Finding {
   /** What is wrong. */
   kind: FindingKind;
@@ -78,7 +107,17 @@ export interface Finding {
   state: RepairState;
 }
 
-/** The outcome of {@linkcode checkRoot}. */
+/**
+ * The outcome of {@linkcode checkRoot}.
+ *
+ * @example
+ * ```ts
+ * import { type CheckReport, checkRoot, OverlayDriver } from "../mod.ts";
+ * await using driver = await OverlayDriver.init("/var/lib/strata");
+ * const report: CheckReport = await checkRoot(driver);
+ * console.log(`${report.layers} layers, ${report.findings.length} problems`);
+ * ```
+ */
 export interface CheckReport {
   /** The driver root checked. */
   root: string;
@@ -92,7 +131,17 @@ export interface CheckReport {
   clean: boolean;
 }
 
-/** Options of {@linkcode checkRoot}. */
+/**
+ * Options of {@linkcode checkRoot}.
+ *
+ * @example
+ * ```ts
+ * import { type CheckOptions, checkRoot, OverlayDriver } from "../mod.ts";
+ * await using driver = await OverlayDriver.init("/var/lib/strata");
+ * const opts: CheckOptions = { repair: false, onLayer: (n) => console.log(`${n} layers checked`) };
+ * console.log((await checkRoot(driver, opts)).clean);
+ * ```
+ */
 export interface CheckOptions {
   /** Fix what is safe (default false: report only). */
   repair?: boolean;

@@ -11,6 +11,14 @@ import { NotSupportedError } from "./errors.ts";
 /**
  * One range of a user-namespace id map: container ids
  * `[containerID, containerID + size)` are host ids `[hostID, hostID + size)`.
+ *
+ * @example
+ * ```ts
+ * import type { IDMap } from "../mod.ts";
+ * // container root (0) is host uid 100000, and so on for 65536 ids
+ * const userns: IDMap[] = [{ containerID: 0, hostID: 100000, size: 65536 }];
+ * console.log(userns[0].hostID);
+ * ```
  */
 export interface IDMap {
   /** First container id of the range. */
@@ -21,7 +29,17 @@ export interface IDMap {
   size: number;
 }
 
-/** Options of `create`/`createReadWrite`. */
+/**
+ * Options of `create`/`createReadWrite`.
+ *
+ * @example
+ * ```ts
+ * import { type CreateOpts, openDriver } from "../mod.ts";
+ * const driver = await openDriver("auto", "/var/lib/strata");
+ * const opts: CreateOpts = { parent: "base", incomplete: "import" };
+ * await driver.create("app", opts); // marked incomplete until an applyDiff succeeds
+ * ```
+ */
 export interface CreateOpts {
   /**
    * The layer to build on, in the `create(id, { parent })` form; absent or
@@ -41,13 +59,40 @@ export interface CreateOpts {
   incomplete?: string;
 }
 
-/** Options of `remove`. */
+/**
+ * Options of `remove`.
+ *
+ * @example
+ * ```ts
+ * import { LayerInUseError, openDriver, type RemoveOpts } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const opts: RemoveOpts = { ifUnused: true };
+ * try {
+ *   await driver.remove("base", opts);
+ * } catch (e) {
+ *   if (e instanceof LayerInUseError) console.log(e.children); // layers built on it
+ *   else throw e;
+ * }
+ * ```
+ */
 export interface RemoveOpts {
   /** Refuse to remove a layer that others build on or that is mounted. */
   ifUnused?: boolean;
 }
 
-/** Options of `get` and of the archive methods. */
+/**
+ * Options of `get` and of the archive methods.
+ *
+ * @example
+ * ```ts
+ * import { type MountOpts, openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const opts: MountOpts = { mountLabel: "system_u:object_r:container_file_t:s0" };
+ * const path = await driver.get("app", opts);
+ * await driver.put("app");
+ * console.log(path);
+ * ```
+ */
 export interface MountOpts {
   /** SELinux label, passed to the mount as `context="<label>"`. */
   mountLabel?: string;
@@ -64,7 +109,7 @@ export interface MountOpts {
 export type DiffSource =
   /** The tar that was applied to the layer, byte for byte, reassembled from its tar-split record. */
   | "original"
-  /** Built from the layer's files (the seed's diff): same content, not the same bytes. */
+  /** Built from the layer's files (containers/storage's diff): same content, not the same bytes. */
   | "rebuilt";
 
 /** Options of `diff`. */
@@ -109,6 +154,15 @@ export interface ApplyDiffOpts extends OperationOpts {
 /**
  * Options of the long operations (`diff`, `applyDiff`, `changes`,
  * `diffSize`): a mount label and an abort signal.
+ *
+ * @example
+ * ```ts
+ * import { type OperationOpts, openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const opts: OperationOpts = { signal: AbortSignal.timeout(60_000) };
+ * const tar = (await Deno.open("layer.tar")).readable;
+ * await driver.applyDiff("app", "base", tar, opts); // rejects with a TimeoutError after a minute
+ * ```
  */
 export interface OperationOpts extends MountOpts {
   /**
@@ -124,6 +178,16 @@ export interface OperationOpts extends MountOpts {
 /**
  * A mounted layer from `Driver.mount`: its root path, released (one `put`)
  * when disposed.
+ *
+ * @example
+ * ```ts
+ * import { openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * {
+ *   await using m = await driver.mount("app");
+ *   console.log(await Deno.readTextFile(`${m.path}/etc/hostname`));
+ * } // released (put) here, also if the block throws
+ * ```
  */
 export interface MountedLayer extends AsyncDisposable {
   /** The layer. */
@@ -137,6 +201,14 @@ export interface MountedLayer extends AsyncDisposable {
 /**
  * The state of a driver as a typed object; `status()` gives the same facts
  * as display pairs.
+ *
+ * @example
+ * ```ts
+ * import { type DriverStatus, openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const s: DriverStatus = await driver.statusInfo();
+ * console.log(`${s.backend} on ${s.backingFilesystem}: ${s.layers} layers`);
+ * ```
  */
 export interface DriverStatus {
   /** Backend name, `"aufs"` or `"overlay"`. */
@@ -155,7 +227,16 @@ export interface DriverStatus {
   backendFacts: Record<string, string>;
 }
 
-/** One difference between a layer and its parent. */
+/**
+ * One difference between a layer and its parent.
+ *
+ * @example
+ * ```ts
+ * import type { Change } from "../mod.ts";
+ * const line = (c: Change) => `${{ add: "A", modify: "C", delete: "D" }[c.kind]} ${c.path}`;
+ * console.log(line({ path: "/etc/hosts", kind: "modify" })); // C /etc/hosts
+ * ```
+ */
 export interface Change {
   /** Absolute path from the layer root, e.g. `/etc/passwd`. */
   path: string;
@@ -163,7 +244,22 @@ export interface Change {
   kind: "add" | "modify" | "delete";
 }
 
-/** Reads the files of one layer's own diff by name (tar-split's FileGetter), confined to the layer. */
+/**
+ * Reads the files of one layer's own diff by name (tar-split's FileGetter), confined to the layer.
+ *
+ * @example
+ * ```ts
+ * import { openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const getter = await driver.diffGetter("app");
+ * try {
+ *   const body = await getter.get("etc/hostname");
+ *   console.log(await new Response(body).text());
+ * } finally {
+ *   await getter.close();
+ * }
+ * ```
+ */
 export interface FileGetter {
   /** The content of `path` (relative to the layer root). */
   get(path: string): Promise<ReadableStream<Uint8Array>>;
@@ -171,7 +267,20 @@ export interface FileGetter {
   close(): Promise<void>;
 }
 
-/** Options every driver's `init` takes. */
+/**
+ * Options every driver's `init` takes.
+ *
+ * @example
+ * ```ts
+ * import { type DriverOptions, openDriver } from "../mod.ts";
+ * const opts: DriverOptions = {
+ *   uidMaps: [{ containerID: 0, hostID: 100000, size: 65536 }],
+ *   gidMaps: [{ containerID: 0, hostID: 100000, size: 65536 }],
+ *   onWarning: (m) => console.warn(`strata: $../mod.ts`),
+ * };
+ * await using driver = await openDriver("auto", "/var/lib/strata", opts);
+ * ```
+ */
 export interface DriverOptions {
   /** Host→container uid ranges; empty or absent means identity. */
   uidMaps?: IDMap[];
@@ -195,7 +304,7 @@ export interface DriverOptions {
  * ancestors, and layer tars in and out.
  *
  * @example
- * ```ts ignore
+ * ```ts
  * import { openDriver } from "../mod.ts";
  * await using d = await openDriver("auto", "/var/lib/strata");
  * await d.create("base");
@@ -289,7 +398,16 @@ export interface Driver extends AsyncDisposable {
   diffGetter(id: string): Promise<FileGetter>;
 }
 
-/** Creates a driver rooted at `root`. */
+/**
+ * Creates a driver rooted at `root`.
+ *
+ * @example
+ * ```ts
+ * import { type DriverInit, OverlayDriver, registerDriver } from "../mod.ts";
+ * const init: DriverInit = (root, opts) => OverlayDriver.init(root, opts);
+ * registerDriver("my-overlay", init);
+ * ```
+ */
 export type DriverInit = (root: string, opts?: DriverOptions) => Promise<Driver>;
 
 const registry = new Map<string, DriverInit>();
@@ -321,7 +439,15 @@ export function driverNames(): string[] {
   return [...registry.keys()].sort();
 }
 
-/** Order in which `"auto"` tries the backends. */
+/**
+ * Order in which `"auto"` tries the backends.
+ *
+ * @example
+ * ```ts
+ * import { AUTO_ORDER } from "../mod.ts";
+ * console.log(AUTO_ORDER.join(", ")); // aufs, overlay
+ * ```
+ */
 export const AUTO_ORDER: readonly string[] = ["aufs", "overlay"];
 
 /**

@@ -1,6 +1,6 @@
 /**
  * The driver's error classes. Each carries a `cause` chain; callers test with
- * `instanceof` (the classes nest the way the seed's sentinels do: every
+ * `instanceof` (the classes nest the way containers/storage's sentinels do: every
  * "this driver cannot run here" error is a {@linkcode NotSupportedError}).
  *
  * @module
@@ -9,7 +9,7 @@
 import { describeIncomplete } from "./incomplete.ts";
 
 /**
- * The driver cannot run on this kernel or filesystem (the seed's
+ * The driver cannot run on this kernel or filesystem (containers/storage's
  * `ErrNotSupported`, "driver not supported").
  *
  * @example
@@ -20,7 +20,7 @@ import { describeIncomplete } from "./incomplete.ts";
  * ```
  */
 export class NotSupportedError extends Error {
-  /** `reason` is prefixed to the seed's text `driver not supported`. */
+  /** `reason` is prefixed to containers/storage's text `driver not supported`. */
   constructor(reason?: string, options?: ErrorOptions) {
     super(reason ? `${reason}: driver not supported` : "driver not supported", options);
     this.name = "NotSupportedError";
@@ -54,7 +54,7 @@ export class AufsNotSupportedError extends NotSupportedError {
  * ```
  */
 export class AufsNestedError extends NotSupportedError {
-  /** The seed's `ErrAufsNested` text. */
+  /** containers/storage's `ErrAufsNested` text. */
   constructor(options?: ErrorOptions) {
     super("kernel does not support aufs (AUFS cannot be used in non-init user namespace)", options);
     this.name = "AufsNestedError";

@@ -1,6 +1,6 @@
 /**
- * Filesystem magic numbers (statfs `f_type`) and their names: the seed's
- * table (§2.5) plus a few kernel filesystems useful in messages.
+ * Filesystem magic numbers (statfs `f_type`) and their names: containers/storage's
+ * table plus a few kernel filesystems useful in messages.
  *
  * @module
  */
@@ -8,7 +8,7 @@
 import type { Libc } from "../ffi/libc.ts";
 
 /**
- * Name → magic. The first 20 entries are the seed's table, with its names
+ * Name → magic. The first 20 entries are containers/storage's table, with its names
  * (`extfs` for ext2/3/4, `unsupported` for 0); the rest only help messages.
  *
  * @example

@@ -1,7 +1,7 @@
 /**
  * Layer id validation, and the names the driver reserves for itself.
  *
- * The seed joined ids into paths verbatim (§9 row 25); an id such as `../x`
+ * containers/storage joined ids into paths verbatim; an id such as `../x`
  * escaped the driver root. Every id that reaches the file system goes through
  * {@linkcode validateLayerId} first.
  *
@@ -16,12 +16,12 @@ const encoder = new TextEncoder();
 /** Longest id, in UTF-8 bytes: one file name (`NAME_MAX`). */
 export const MAX_ID_BYTES = 255;
 
-/** Suffix of a directory being deleted (`diff/<id>-removing`, §3.3). */
+/** Suffix of a directory being deleted (`diff/<id>-removing`). */
 export const REMOVING_SUFFIX = "-removing";
 
 /**
  * The name a directory called `name` is renamed to while it is deleted:
- * `<name>-removing` (the seed's, swept by Init) when that fits in one file
+ * `<name>-removing` (containers/storage's, swept by Init) when that fits in one file
  * name, else `<sha256 of name, hex>-removing-removing`, which also ends in
  * `-removing` (so the same sweep finds it) and can be no other directory's
  * staging name (a name ending in `-removing` is never a layer id).
@@ -111,7 +111,7 @@ export function validateLayerId(id: string): void {
 }
 
 /**
- * Order two strings by their UTF-8 bytes (the seed sorts names byte-wise).
+ * Order two strings by their UTF-8 bytes (containers/storage sorts names byte-wise).
  * Code point order is UTF-8 byte order; plain `<` on strings compares UTF-16
  * units, which differs for characters above U+FFFF.
  *

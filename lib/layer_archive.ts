@@ -1,5 +1,5 @@
 /**
- * The layer-tar half of the union drivers (seed §3.10–§3.16): diff, applyDiff,
+ * The layer-tar half of the union drivers: diff, applyDiff,
  * diffSize, changes and diffGetter, natively on a layer's own diff directory
  * when the parent asked for is the layer's direct parent, and through the
  * naive fallback otherwise.
@@ -41,9 +41,9 @@ import { AUFS_DIFF_EXCLUDES } from "./archive/whiteouts.ts";
 import { ensureRemoveAll } from "./remove.ts";
 
 /**
- * The seed's `isParent`: true when `parent` is the layer's recorded direct
+ * containers/storage's `isParent`: true when `parent` is the layer's recorded direct
  * parent, or when the layer has no parents at all (a base layer matches any
- * `parent`, as in the seed). Read errors count as "no parents".
+ * `parent`, as in containers/storage). Read errors count as "no parents".
  */
 export async function isDirectParent(
   driver: UnionDriver,
@@ -165,7 +165,7 @@ function syncDir(driver: UnionDriver, dir: string): void {
  * Extract `tar` into the layer's own `dir` (its lock held, its mark set).
  * Into an empty layer (the usual case) the size is counted while extracting
  * and the tar's tar-split recorded on the way; otherwise, or when the tar
- * replaced something, the seed's walk decides and no record is kept.
+ * replaced something, containers/storage's walk decides and no record is kept.
  */
 async function applyNative(
   driver: UnionDriver,

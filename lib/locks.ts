@@ -1,9 +1,9 @@
 /**
  * Locks: {@linkcode KeyedLock} (one async holder per key inside a process,
- * the seed's `pkg/locker`, §5.1), {@linkcode Mutex} (one holder), and
+ * containers/storage's `pkg/locker`), {@linkcode Mutex} (one holder), and
  * {@linkcode LayerLocks}, which adds `flock(2)` on a file per layer so that
- * two processes working on the same root exclude each other too (the seed's
- * locks were per-process only, §9 row 3).
+ * two processes working on the same root exclude each other too (containers/storage's
+ * locks were per-process only).
  *
  * @module
  */
@@ -57,7 +57,7 @@ export class KeyedLock {
 
   /**
    * Wait until `key` is free, take it, and resolve to its release function.
-   * Releasing twice throws (the seed's `no such lock`): a second release
+   * Releasing twice throws (containers/storage's `no such lock`): a second release
    * would hand out a lock someone else holds.
    */
   lock(key: string): Promise<() => void> {

@@ -1,8 +1,8 @@
 /**
  * Mount table helpers: parse `/proc/self/mountinfo` (with octal escapes
- * decoded, unlike the seed, §9 row 19), ask whether a path is a mountpoint,
- * make a directory a private mount (§7.12), unmount with EBUSY retries that
- * report their final failure (§9 row 18), and unmount everything below a
+ * decoded, unlike containers/storage), ask whether a path is a mountpoint,
+ * make a directory a private mount, unmount with EBUSY retries that
+ * report their final failure, and unmount everything below a
  * directory, deepest first.
  *
  * @module
@@ -175,7 +175,7 @@ export function mountpointsUnder(dir: string, procRoot = "/proc"): string[] {
 
 /**
  * Give `path` private mount propagation, first bind-mounting it onto itself
- * when it is not a mountpoint yet (the seed's `MakePrivate`). Mount errors are
+ * when it is not a mountpoint yet (containers/storage's `MakePrivate`). Mount errors are
  * thrown ({@linkcode ErrnoError}s naming the call and path).
  *
  * @example
@@ -206,7 +206,7 @@ export interface UnmountRetryOptions {
 /**
  * `umount2(path, 0)`, retried while it fails with EBUSY (5 retries, 100 ms
  * apart by default). Other errors are thrown at once; when the retries run
- * out the last EBUSY error is thrown (the seed swallowed it).
+ * out the last EBUSY error is thrown (containers/storage swallowed it).
  *
  * @example
  * ```ts

@@ -1,5 +1,5 @@
 /**
- * The naive diff fallback (containers/storage's NaiveDiffDriver, seed §6): when
+ * The naive diff fallback (containers/storage's NaiveDiffDriver): when
  * a layer is compared with something other than its direct parent, mount both
  * through the driver's own `get`/`put`, compare the two trees, and export or
  * apply the difference.
@@ -15,7 +15,16 @@ import { changesSize } from "./archive/size.ts";
 import { tarDirectory } from "./archive/tar_dir.ts";
 import { applyLayer } from "./archive/apply_layer.ts";
 
-/** What the naive fallback needs from a driver. */
+/**
+ * What the naive fallback needs from a driver.
+ *
+ * @example
+ * ```ts
+ * import { type GetPut, NaiveDiff, openDriver } from "../mod.ts";
+ * const driver: GetPut = await openDriver("auto", "/var/lib/strata");
+ * console.log(await new NaiveDiff(driver).changes("app", "base"));
+ * ```
+ */
 export interface GetPut {
   /** Mount layer `id` and return its root. */
   get(id: string, opts?: MountOpts): Promise<string>;
@@ -23,7 +32,17 @@ export interface GetPut {
   put(id: string): Promise<void>;
 }
 
-/** Options of {@linkcode NaiveDiff}. */
+/**
+ * Options of {@linkcode NaiveDiff}.
+ *
+ * @example
+ * ```ts
+ * import { NaiveDiff, type NaiveDiffOptions, openDriver } from "../mod.ts";
+ * const opts: NaiveDiffOptions = { uidMaps: [], gidMaps: [], onWarning: console.warn };
+ * const naive = new NaiveDiff(await openDriver("auto", "/var/lib/strata"), opts);
+ * console.log(await naive.diffSize("app", "base"));
+ * ```
+ */
 export interface NaiveDiffOptions {
   /** uid map applied to exported and applied tars. */
   uidMaps?: IDMap[];
@@ -86,8 +105,8 @@ function releasing(
  * @example
  * ```ts
  * import { NaiveDiff } from "./naive.ts";
- * declare const driver: import("./naive.ts").GetPut;
- * const naive = new NaiveDiff(driver);
+ * import { openDriver } from "../mod.ts";
+ * const naive = new NaiveDiff(await openDriver("auto", "/var/lib/strata"));
  * const changes = await naive.changes("child", "");
  * console.log(changes.length);
  * ```
@@ -161,7 +180,7 @@ export class NaiveDiff {
   /**
    * Apply a layer tar through the union mount of `id` (whiteouts delete, so the
    * union records them in the layer's own format). Returns the sum of the tar's
-   * header sizes, as the seed does on this path.
+   * header sizes, as containers/storage does on this path.
    */
   async applyDiff(
     id: string,

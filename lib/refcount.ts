@@ -1,12 +1,12 @@
 /**
  * Persistent mount reference counts, one small file per layer id.
  *
- * The seed counted in memory, adopted an existing mount once and never looked
- * again, and let counts go negative (§5.3, §9 row 3). Here every change first
+ * containers/storage counted in memory, adopted an existing mount once and never looked
+ * again, and let counts go negative. Here every change first
  * reconciles the stored count with the mount table:
  *
  * - stored 0 but the path is mounted → 1 (a mount left by someone else is
- *   adopted as one reference, as the seed did);
+ *   adopted as one reference, as containers/storage did);
  * - stored > 0 but the path is not mounted → 0 (after a reboot or an
  *   external umount);
  *

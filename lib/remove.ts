@@ -1,10 +1,10 @@
 /**
  * Deleting layer directories safely: rename out of the way first
- * ({@linkcode atomicRemove}, §3.3), unmount everything below before deleting
- * ({@linkcode ensureRemoveAll}, §7.11), and sweep `*-removing` leftovers of an
+ * ({@linkcode atomicRemove}), unmount everything below before deleting
+ * ({@linkcode ensureRemoveAll}), and sweep `*-removing` leftovers of an
  * interrupted removal ({@linkcode sweepRemoving}, Init step 10).
  *
- * Unlike the seed, deletion never descends into a mount: if something below
+ * Unlike containers/storage, deletion never descends into a mount: if something below
  * the directory stays mounted, the removal stops with an error instead of
  * deleting the mounted filesystem's files.
  *
@@ -16,7 +16,7 @@ import { Errno, ErrnoError, errnoOf, type Libc } from "../ffi/libc.ts";
 import { compareBytewise, REMOVING_SUFFIX, removingName } from "./ids.ts";
 import { mountpointsUnder, recursiveUnmount } from "./mounts.ts";
 
-/** EBUSY retries of the delete loop, and the pause between them (the seed's values). */
+/** EBUSY retries of the delete loop, and the pause between them (containers/storage's values). */
 const BUSY_RETRIES = 5;
 const BUSY_DELAY_MS = 100;
 
@@ -168,7 +168,7 @@ export async function ensureRemoveAll(
  * Delete every directory directly in `parentDir` whose name ends with
  * `-removing` (leftovers of interrupted removals); return the paths removed,
  * sorted. A failure is handed to `onError` (default: ignored) and
- * the sweep goes on, as the seed's Init did. A missing `parentDir` sweeps
+ * the sweep goes on, as containers/storage's Init did. A missing `parentDir` sweeps
  * nothing.
  *
  * @example

@@ -1,7 +1,7 @@
 /**
  * The metadata store: one file per layer in `R/layers`, holding the layer's
  * whole ancestor chain, nearest first, one id and `"\n"` a line (an empty file
- * is a base layer). The format is the seed's (§1.1); no valid id holds a
+ * is a base layer). The format is containers/storage's; no valid id holds a
  * control character (`ids.ts`), so no id can split, join or hide a line. What changed is how it is
  * written (temp file, fsync, rename: a crash leaves the old file or the new)
  * and the "incomplete" markers in `R/incomplete` that say a layer's files are

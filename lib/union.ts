@@ -5,7 +5,7 @@
  * per-layer and root-wide locks, the persistent mount counts and the mount
  * helpers; the backend adds only what is its own.
  *
- * Root layout (seed §1): `layers/<id>` (parent chains), `diff/<id>` (a
+ * Root layout: `layers/<id>` (parent chains), `diff/<id>` (a
  * layer's own files), `mnt/<id>` (its union mountpoint), plus the backend's
  * per-layer dirs (e.g. overlay's `work/<id>`), and the driver's own
  * `incomplete/`, `locks/` and `counts/`.
@@ -347,7 +347,7 @@ export class UnionDriver implements Driver {
   }
 
   /**
-   * Init (seed §2.3): the backend's kernel checks; the backing filesystem of
+   * Init: the backend's kernel checks; the backing filesystem of
    * the root's parent (refused ones throw {@linkcode IncompatibleFsError});
    * the root (0700) made a private mount, bind-mounting it onto itself when
    * needed; `mnt`, `diff`, `layers` and the backend's dirs (0700); leftover
@@ -411,7 +411,7 @@ export class UnionDriver implements Driver {
   }
 
   /**
-   * The filesystem under the root's parent (seed §2.3 step 2); when the
+   * The filesystem under the root's parent; when the
    * parent does not exist yet, the nearest ancestor that does, since the
    * root will be made there.
    */
@@ -541,7 +541,7 @@ export class UnionDriver implements Driver {
     };
   }
 
-  /** No per-layer metadata: always `null` (seed §3.8). */
+  /** No per-layer metadata: always `null`. */
   metadata(_id: string): Promise<Record<string, string> | null> {
     return Promise.resolve(null);
   }

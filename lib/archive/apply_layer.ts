@@ -1,6 +1,6 @@
 /**
- * Whiteout-aware, confined application of a layer tar: the seed's
- * `UnpackLayer` (§7.6), used by the naive `ApplyDiff` path, and, with the
+ * Whiteout-aware, confined application of a layer tar: containers/storage's
+ * `UnpackLayer`, used by the naive `ApplyDiff` path, and, with the
  * overlay whiteout format, what the overlay backend's native `ApplyDiff`
  * does into a fresh diff directory.
  *
@@ -57,7 +57,17 @@ export {
 } from "./extract.ts";
 export type { WhiteoutFormat } from "./whiteouts.ts";
 
-/** Options of {@linkcode applyLayer}. */
+/**
+ * Options of {@linkcode applyLayer}.
+ *
+ * @example
+ * ```ts
+ * import { applyLayer, type ApplyLayerOptions } from "../../mod.ts";
+ * const opts: ApplyLayerOptions = { whiteoutFormat: "overlay" };
+ * const size = await applyLayer((await Deno.open("layer.tar")).readable, "/tmp/upper", opts);
+ * console.log(size);
+ * ```
+ */
 export type ApplyLayerOptions = UntarOptions & {
   /** How deletions are recorded: "aufs" (delete; the default) or "overlay" (convert). */
   whiteoutFormat?: WhiteoutFormat;
@@ -335,7 +345,7 @@ class ApplyLayerSink implements ExtractSink {
  * Apply the layer tar `tar` onto `dest` (created 0755, owned by the root
  * pair, if missing), confined to `dest`, and return the sum of the tar
  * headers' sizes (every header, skipped and whiteout entries included), as
- * the seed's `ApplyUncompressedLayer` does.
+ * containers/storage's `ApplyUncompressedLayer` does.
  *
  * @throws {ExtractError} naming the entry and the failing call; an unsafe
  * whiteout gives an {@linkcode InvalidArchiveError} cause.
@@ -347,8 +357,8 @@ class ApplyLayerSink implements ExtractSink {
  * import { makeHeader } from "./tar_header.ts";
  * const dest = await Deno.makeTempDir();
  * await Deno.writeTextFile(`${dest}/old`, "lower layer");
- * const layer = new Blob([encodeHeader(makeHeader({ name: ".wh.old" })), END_OF_ARCHIVE]);
- * const size = await applyLayer(layer.stream(), dest);
+ * const layer = ReadableStream.from([encodeHeader(makeHeader({ name: ".wh.old" })), END_OF_ARCHIVE]);
+ * const size = await applyLayer(layer, dest);
  * console.log(size, Deno.readDirSync(dest).toArray().length); // 0 0
  * ```
  */

@@ -117,7 +117,16 @@ interface RwFrame {
   view: LowerView;
 }
 
-/** Options of {@linkcode layerChanges}. */
+/**
+ * Options of {@linkcode layerChanges}.
+ *
+ * @example
+ * ```ts
+ * import { layerChanges, type LayerChangesOptions } from "../../mod.ts";
+ * const opts: LayerChangesOptions = { whiteoutFormat: "overlay" };
+ * console.log(layerChanges(["/r/diff/base"], "/r/diff/app", opts));
+ * ```
+ */
 export interface LayerChangesOptions {
   /** How the diff directories store deletions (default "aufs"). */
   whiteoutFormat?: WhiteoutFormat;
@@ -422,7 +431,16 @@ interface Node {
   st: Stat | null;
 }
 
-/** Options of {@linkcode changesDirs}. */
+/**
+ * Options of {@linkcode changesDirs}.
+ *
+ * @example
+ * ```ts
+ * import { changesDirs, type ChangesDirsOptions, systemLibc } from "../../mod.ts";
+ * const opts: ChangesDirsOptions = { libc: systemLibc() };
+ * console.log(changesDirs("/srv/new-rootfs", "/srv/old-rootfs", opts));
+ * ```
+ */
 export interface ChangesDirsOptions {
   /** System calls (default: the real libc). */
   libc?: Libc;

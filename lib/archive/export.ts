@@ -13,7 +13,17 @@ import { type EntrySource, TarAppender, tarStream } from "./tar_appender.ts";
 import { hostIdNames } from "./users.ts";
 import { WHITEOUT_PREFIX_BYTES } from "./whiteouts.ts";
 
-/** Options of {@linkcode exportChanges}. */
+/**
+ * Options of {@linkcode exportChanges}.
+ *
+ * @example
+ * ```ts
+ * import { changesDirs, exportChanges, type ExportChangesOptions } from "../../mod.ts";
+ * const changes = changesDirs("/srv/new", "/srv/old");
+ * const opts: ExportChangesOptions = { onError: (e) => console.warn(e.message) };
+ * await exportChanges("/srv/new", changes, opts).pipeTo((await Deno.create("/tmp/c.tar")).writable);
+ * ```
+ */
 export interface ExportChangesOptions {
   /** Host → container uid ranges applied to every entry but `.wh.*` names. */
   uidMaps?: IDMap[];

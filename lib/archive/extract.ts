@@ -1,6 +1,6 @@
 /**
  * What `untar` and `applyLayer` share: the options, the error types, the
- * creation of one tar entry through a {@linkcode Root} (the seed's
+ * creation of one tar entry through a {@linkcode Root} (containers/storage's
  * `createTarFile`), and the async loop that feeds a tar stream to a
  * synchronous sink and turns every failure into an {@linkcode ExtractError}.
  *
@@ -31,7 +31,20 @@ export type { Libc } from "../../ffi/libc.ts";
 export type { TarHeader } from "./tar_header.ts";
 export type { TarSink } from "./tar_reader.ts";
 
-/** Options of `untar` (and, with a whiteout format, of `applyLayer`). */
+/**
+ * Options of `untar` (and, with a whiteout format, of `applyLayer`).
+ *
+ * @example
+ * ```ts
+ * import { untar, type UntarOptions } from "../../mod.ts";
+ * const opts: UntarOptions = {
+ *   noLchown: true,
+ *   onProgress: (bytes, entries) => console.log(bytes, entries),
+ *   signal: AbortSignal.timeout(30_000),
+ * };
+ * await untar((await Deno.open("layer.tar")).readable, "/tmp/out", opts);
+ * ```
+ */
 export interface UntarOptions {
   /** Container→host uid ranges (identity when absent or empty). */
   uidMaps?: IDMap[];
@@ -45,7 +58,7 @@ export interface UntarOptions {
   noLchown?: boolean;
   /**
    * Whether the process runs in a user namespace: device nodes are then
-   * skipped, as the seed does. Default: read from `/proc/self/uid_map`.
+   * skipped, as containers/storage does. Default: read from `/proc/self/uid_map`.
    */
   inUserNS?: boolean;
   /** Called after every chunk with the bytes read and the entries seen so far. */
@@ -77,6 +90,14 @@ export interface UntarOptions {
  * initially empty destination gives afterwards (regular files' and symlinks'
  * sizes, each inode once) as long as `replaced` is false; once anything was
  * removed or overwritten, only a walk can tell.
+ *
+ * @example
+ * ```ts
+ * import { type ExtractStats, newExtractStats, untar } from "../../mod.ts";
+ * const stats: ExtractStats = newExtractStats();
+ * await untar((await Deno.open("layer.tar")).readable, await Deno.makeTempDir(), { stats });
+ * console.log(stats.createdSize);
+ * ```
  */
 export interface ExtractStats {
   /** Sum of the sizes of the non-directory entries created (hard links add nothing). */
@@ -328,7 +349,7 @@ export class EntryWriter {
   #needChmod = true;
   /** The current entry's directory has a default ACL. */
   #aclParent = false;
-  /** xattrs the filesystem refused with ENOTSUP (tolerated, as the seed does). */
+  /** xattrs the filesystem refused with ENOTSUP (tolerated, as containers/storage does). */
   ignoredXattrs = 0;
   /** What this writer created (the caller's `opts.stats`, or its own). */
   readonly stats: ExtractStats;
@@ -352,7 +373,7 @@ export class EntryWriter {
     this.#fsgid = c.fsgid;
   }
 
-  /** Host uid/gid for header ids (ids equal to the root pair's host ids pass unmapped, §7.9). */
+  /** Host uid/gid for header ids (ids equal to the root pair's host ids pass unmapped). */
   mapIds(uid: number, gid: number): [number, number] {
     if (this.#identity) return [uid, gid];
     return [

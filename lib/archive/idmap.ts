@@ -10,7 +10,19 @@
 
 import type { IDMap } from "../driver.ts";
 
-/** An id that no range of the map covers. */
+/**
+ * An id that no range of the map covers.
+ *
+ * @example
+ * ```ts
+ * import { IdMapError, toHost } from "../../mod.ts";
+ * try {
+ *   toHost(70000, [{ containerID: 0, hostID: 100000, size: 65536 }]);
+ * } catch (e) {
+ *   console.log(e instanceof IdMapError && e.id); // 70000
+ * }
+ * ```
+ */
 export class IdMapError extends Error {
   /** The id that could not be mapped. */
   readonly id: number;
@@ -72,7 +84,7 @@ export interface IdMaps {
 }
 
 /**
- * The host uid/gid of the container's root (seed's GetRootUIDGID).
+ * The host uid/gid of the container's root (containers/storage's GetRootUIDGID).
  *
  * @example
  * ```ts

@@ -22,7 +22,19 @@ import {
 import { hostIdNames } from "./users.ts";
 import { type WhiteoutFormat } from "./whiteouts.ts";
 
-/** Options of {@linkcode tarDirectory}. */
+/**
+ * Options of {@linkcode tarDirectory}.
+ *
+ * @example
+ * ```ts
+ * import { tarDirectory, type TarDirectoryOptions } from "../../mod.ts";
+ * const opts: TarDirectoryOptions = {
+ *   excludePatterns: ["tmp", "!tmp/keep"],
+ *   onError: (e) => console.warn(`left out: ${e.message}`),
+ * };
+ * await tarDirectory("/srv/rootfs", opts).pipeTo((await Deno.create("/tmp/rootfs.tar")).writable);
+ * ```
+ */
 export interface TarDirectoryOptions {
   /**
    * Exclude patterns (see `PatternMatcher`), matched against each entry's

@@ -6,7 +6,16 @@
  * @module
  */
 
-/** Tar typeflag bytes. */
+/**
+ * Tar typeflag bytes.
+ *
+ * @example
+ * ```ts
+ * import { makeHeader, TarType } from "../../mod.ts";
+ * const dir = makeHeader({ name: "etc/", type: TarType.DIR, mode: 0o755 });
+ * console.log(dir.type === TarType.DIR); // true
+ * ```
+ */
 export const TarType = {
   /** Regular file (`'0'`; the legacy `'\0'` is normalised to this on read). */
   REG: 0x30,
@@ -36,7 +45,16 @@ export const TarType = {
   GNU_SPARSE: 0x53,
 } as const;
 
-/** One entry's metadata. */
+/**
+ * One entry's metadata.
+ *
+ * @example
+ * ```ts
+ * import { encodeHeader, makeHeader, type TarHeader } from "../../mod.ts";
+ * const h: TarHeader = makeHeader({ name: "hello.txt", mode: 0o644, size: 6 });
+ * console.log(encodeHeader(h).length % 512); // 0: whole 512-byte blocks
+ * ```
+ */
 export interface TarHeader {
   /** Entry name as bytes (PAX `path` / GNU `L` / ustar prefix + name already merged). */
   name: Uint8Array;

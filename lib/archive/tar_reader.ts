@@ -14,6 +14,15 @@ import { nameText, type TarHeader, TarType } from "./tar_header.ts";
 /**
  * Receives the entries of a tar stream, in order: for every entry one
  * `entry`, then its body as zero or more `data` calls, then `end`.
+ *
+ * @example
+ * ```ts
+ * import { readTar, type TarSink } from "../../mod.ts";
+ * const names: string[] = [];
+ * const sink: TarSink = { entry: (h) => names.push(new TextDecoder().decode(h.name)), data: () => {}, end: () => {} };
+ * await readTar((await Deno.open("layer.tar")).readable, sink);
+ * console.log(names);
+ * ```
  */
 export interface TarSink {
   /** A complete header (PAX `x` records and GNU `L`/`K` names already merged). */

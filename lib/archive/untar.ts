@@ -1,6 +1,6 @@
 /**
- * Literal, confined extraction of a tar stream: the seed's
- * `chrootarchive.UntarUncompressed` → `Unpack` (§7.4, §7.5), which is what
+ * Literal, confined extraction of a tar stream: containers/storage's
+ * `chrootarchive.UntarUncompressed` → `Unpack`, which is what
  * the aufs driver's native `ApplyDiff` does with a layer.
  *
  * - Literal: whiteout files and opaque markers land as the files they are
@@ -93,13 +93,13 @@ class UntarSink implements ExtractSink {
  * import { untar } from "./untar.ts";
  * import { encodeHeader, END_OF_ARCHIVE } from "./tar_writer.ts";
  * import { makeHeader, TarType } from "./tar_header.ts";
- * const tar = new Blob([
+ * const tar = ReadableStream.from([
  *   encodeHeader(makeHeader({ name: "etc/", type: TarType.DIR, mode: 0o755 })),
  *   encodeHeader(makeHeader({ name: "../../etc/motd", mode: 0o644 })), // lands in dest/etc
  *   END_OF_ARCHIVE,
  * ]);
  * const dest = await Deno.makeTempDir();
- * await untar(tar.stream(), dest);
+ * await untar(tar, dest);
  * console.log(Deno.statSync(`${dest}/etc/motd`).isFile); // true
  * ```
  */

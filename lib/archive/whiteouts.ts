@@ -21,7 +21,16 @@ export const WHITEOUT_OPAQUE_DIR = ".wh..wh..opq";
 /** overlay's xattr marking an opaque directory. */
 export const OVERLAY_OPAQUE_XATTR = "trusted.overlay.opaque";
 
-/** How a backend stores deletions in its diff directories. */
+/**
+ * How a backend stores deletions in its diff directories.
+ *
+ * @example
+ * ```ts
+ * import { applyLayer, type WhiteoutFormat } from "../../mod.ts";
+ * const format: WhiteoutFormat = "overlay"; // deletions as 0/0 character devices
+ * await applyLayer((await Deno.open("layer.tar")).readable, "/tmp/upper", { whiteoutFormat: format });
+ * ```
+ */
 export type WhiteoutFormat = "aufs" | "overlay";
 
 /** The exclude patterns native aufs Diff passes to the tar writer. */

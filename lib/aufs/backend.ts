@@ -1,7 +1,7 @@
 /**
  * The aufs {@linkcode UnionBackend}: how a chain becomes an aufs mount
- * (branch packing plus `MS_REMOUNT` appends, seed §4), how an aufs mount is
- * recognised (statfs magic, §5.2), and its kernel checks (§2.2, §4.4).
+ * (branch packing plus `MS_REMOUNT` appends), how an aufs mount is
+ * recognised (statfs magic), and its kernel checks.
  *
  * @module
  */
@@ -20,7 +20,7 @@ export interface AufsBackendOptions {
   /** Kernel module loader tried before the checks (default: `modprobe`, failures ignored). */
   loadModule?: (name: string) => Promise<void>;
   /**
-   * The `auplink` program flushed before each unmount (seed §4.6; default
+   * The `auplink` program flushed before each unmount (containers/storage; default
    * `"auplink"`); `null` never runs it. A missing program is skipped quietly.
    */
   auplink?: string | null;
@@ -51,7 +51,7 @@ export class AufsBackend implements UnionBackend {
   readonly whiteoutFormat = "aufs" as const;
   /** No per-layer dirs beyond `diff` and `mnt`. */
   readonly layerDirs: readonly string[] = [];
-  /** aufs cannot sit on aufs, btrfs or eCryptfs (seed §2.3 step 4). */
+  /** aufs cannot sit on aufs, btrfs or eCryptfs. */
   readonly refusedBackingFs: readonly string[] = ["aufs", "btrfs", "ecryptfs"];
   readonly #libc: Libc;
   readonly #procRoot?: string;
@@ -77,7 +77,7 @@ export class AufsBackend implements UnionBackend {
 
   /**
    * Whether `path` is in an aufs mount (statfs magic). A missing path is not
-   * (the seed reported ENOENT as an error, §9 row 10); other statfs failures
+   * (containers/storage reported ENOENT as an error); other statfs failures
    * are thrown.
    */
   isMounted(path: string): boolean {
@@ -114,7 +114,7 @@ export class AufsBackend implements UnionBackend {
   /**
    * Mount the union: one mount(2) with the branches that fit a page, then
    * `MS_REMOUNT` appends for the rest. When a remount fails the union is
-   * unmounted again (plain umount, seed §9 row 13) and the error says which
+   * unmounted again (plain umount) and the error says which
    * call failed. A chain longer than the kernel's branch maximum is refused
    * with `AufsBranchLimitError` before any mount(2); a label the kernel
    * refuses (no SELinux) is named in the error.
@@ -181,7 +181,7 @@ export class AufsBackend implements UnionBackend {
     ];
   }
 
-  /** Flush aufs pseudo-links before unmounting; failures are warnings (seed §4.6). */
+  /** Flush aufs pseudo-links before unmounting; failures are warnings. */
   async #flush(target: string): Promise<void> {
     const program = this.#auplink;
     if (program === null) return;

@@ -1,29 +1,39 @@
 /**
  * aufs mount data: the branch list of a layer's union, bounded so that no
  * string handed to mount(2) reaches one page (the kernel copies one page of
- * mount data and silently drops the rest, seed §4.2).
+ * mount data and silently drops the rest).
  *
  * The first mount gets `br:<rw>=rw:<ro1>=ro+wh:...` plus the fixed options;
  * branches that do not fit go to `MS_REMOUNT` calls, several
- * `append:<dir>=ro+wh` per call (moby d58c434bff) instead of the seed's one
- * per call (seed §9 row 12).
+ * `append:<dir>=ro+wh` per call (moby d58c434bff) instead of containers/storage's one
+ * per call.
  *
  * @module
  */
 
-/** The xino file every aufs mount on the host shares (seed §4.1). */
+/** The xino file every aufs mount on the host shares. */
 export const AUFS_XINO = "/dev/shm/aufs.xino";
 
 /**
  * Bytes of a page kept free for the options that follow the branch list
- * (`,dio,xino=...` and the label wrapper, seed §4.2).
+ * (`,dio,xino=...` and the label wrapper).
  */
 export const AUFS_OPTION_RESERVE = 54;
 
 /** The dirperm1 option as appended to the mount data. */
 const DIRPERM1 = ",dirperm1";
 
-/** Options of {@linkcode packAufsBranches}. */
+/**
+ * Options of {@linkcode packAufsBranches}.
+ *
+ * @example
+ * ```ts
+ * import { type AufsBranchOptions, packAufsBranches } from "../../mod.ts";
+ * const opts: AufsBranchOptions = { pageSize: 4096, dirperm1: true };
+ * const packed = packAufsBranches("/r/diff/app", ["/r/diff/base"], opts);
+ * console.log(packed.data);
+ * ```
+ */
 export interface AufsBranchOptions {
   /** The system page size (`getpagesize()`): 4096 on x86-64, 65536 on some arm64/ppc64. */
   pageSize: number;
@@ -33,7 +43,19 @@ export interface AufsBranchOptions {
   dirperm1: boolean;
 }
 
-/** What {@linkcode packAufsBranches} returns. */
+/**
+ * What {@linkcode packAufsBranches} returns.
+ *
+ * @example
+ * ```ts
+ * import { packAufsBranches, type PackedBranches } from "../../mod.ts";
+ * const p: PackedBranches = packAufsBranches("/r/diff/app", ["/r/diff/base"], {
+ *   pageSize: 4096,
+ *   dirperm1: false,
+ * });
+ * console.log(p.data, p.appends.length); // one mount call, no remounts
+ * ```
+ */
 export interface PackedBranches {
   /** Data of the first mount(2) (flags 0). */
   data: string;
@@ -114,7 +136,7 @@ export function goQuote(s: string): string {
 }
 
 /**
- * Add an SELinux label to mount data as `context="<label>"` (seed §4.5):
+ * Add an SELinux label to mount data as `context="<label>"`:
  * after a comma when `src` is non-empty; `src` unchanged when there is no label.
  *
  * @example
@@ -130,10 +152,10 @@ export function formatMountLabel(src: string, label: string | undefined): string
 }
 
 /**
- * Bytes available for the branch list of one mount(2) call (seed §4.2):
+ * Bytes available for the branch list of one mount(2) call:
  * `pageSize − L − 54 − (9 with dirperm1)`, where `L` is the byte length of
  * the label as it is written between the quotes. For every label that needs
- * no escaping `L` is the label's own length, exactly the seed's rule; a label
+ * no escaping `L` is the label's own length, exactly containers/storage's rule; a label
  * with escapes is charged for its escapes, so its calls still fit the page.
  *
  * @example
@@ -152,15 +174,15 @@ export function aufsBranchCapacity(opts: AufsBranchOptions): number {
  * mount data that fits the page: `data` for the first mount (flags 0) and
  * `appends` for `MS_REMOUNT` calls carrying the branches that did not fit.
  *
- * Bound (seed §4.2): the branch list of each call is at most
+ * Bound: the branch list of each call is at most
  * {@linkcode aufsBranchCapacity} bytes; a branch is left for the next call when
  * adding it would make the list longer than that (an exact fit is kept). Every
  * `ro` branch appears exactly once, in order. Throws `RangeError` when the
- * label leaves no room for even one branch (the seed panicked), or when a
+ * label leaves no room for even one branch (containers/storage panicked), or when a
  * single branch is longer than a whole call can carry.
  *
  * Paths are used verbatim: aufs has no escaping, so a path containing `:`,
- * `,` or `=` cannot be mounted correctly (seed §4.1); callers pass driver paths.
+ * `,` or `=` cannot be mounted correctly; callers pass driver paths.
  *
  * @example
  * ```ts

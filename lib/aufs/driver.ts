@@ -10,7 +10,17 @@ import { registerDriver } from "../driver.ts";
 import { UnionDriver, type UnionDriverOptions } from "../union.ts";
 import { AufsBackend } from "./backend.ts";
 
-/** Options of {@linkcode AufsDriver.init}. */
+/**
+ * Options of {@linkcode AufsDriver.init}.
+ *
+ * @example
+ * ```ts
+ * import { AufsDriver, type AufsOptions } from "../../mod.ts";
+ * const opts: AufsOptions = { auplink: null, onWarning: (m) => console.warn(m) };
+ * const driver = await AufsDriver.init("/var/lib/strata", opts);
+ * console.log(driver.name); // aufs
+ * ```
+ */
 export interface AufsOptions extends UnionDriverOptions {
   /** Kernel module loader tried before the checks (default: `modprobe aufs`, failures ignored). */
   loadModule?: (name: string) => Promise<void>;
@@ -21,7 +31,7 @@ export interface AufsOptions extends UnionDriverOptions {
 }
 
 /**
- * Layers as aufs unions (containers/storage's aufs driver, seed §2–§5).
+ * Layers as aufs unions (containers/storage's aufs driver).
  *
  * @example
  * ```ts
@@ -36,7 +46,7 @@ export interface AufsOptions extends UnionDriverOptions {
  */
 export class AufsDriver extends UnionDriver {
   /**
-   * Init (seed §2.3): the kernel must have aufs (else `AufsNotSupportedError`,
+   * Init: the kernel must have aufs (else `AufsNotSupportedError`,
    * or `AufsNestedError` inside a user namespace); the root's parent must not
    * be on aufs, btrfs or eCryptfs (`IncompatibleFsError`); then the root is
    * laid out and made a private mount, and leftovers are swept.

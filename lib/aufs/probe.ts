@@ -1,6 +1,6 @@
 /**
- * Kernel probes for aufs: whether the kernel has it at all (seed §2.2) and
- * whether it accepts the `dirperm1` option (seed §4.4).
+ * Kernel probes for aufs: whether the kernel has it at all and
+ * whether it accepts the `dirperm1` option.
  *
  * @module
  */
@@ -23,7 +23,7 @@ export interface AufsProbeOptions {
 
 /**
  * Run `modprobe <name>` and ignore every outcome: a missing binary, a
- * refused permission, a non-zero status (seed §2.2 step 1). Without
+ * refused permission, a non-zero status. Without
  * permission to run it, it is not tried (no prompt).
  *
  * @example
@@ -90,7 +90,7 @@ export function runningInUserNs(procRoot = "/proc"): boolean {
  * Resolve when the kernel can mount aufs; otherwise throw
  * {@linkcode AufsNestedError} (inside a user namespace) or
  * {@linkcode AufsNotSupportedError} (not in `<procRoot>/filesystems`, or that
- * file unreadable). Order as in the seed: module load attempt, user-namespace
+ * file unreadable). Order as in containers/storage: module load attempt, user-namespace
  * check, filesystems scan.
  *
  * @example
@@ -131,7 +131,7 @@ export interface Dirperm1ProbeOptions {
 
 /**
  * Mount a one-branch aufs with `dirperm1` on a temporary dir and report
- * whether the kernel took it (seed §4.4). Never throws: failing to make the
+ * whether the kernel took it. Never throws: failing to make the
  * temporary dirs, or the mount failing, means `false`. The temporary dirs are
  * removed in every case. Use {@linkcode dirperm1Supported} for the memoised
  * answer.

@@ -20,7 +20,17 @@ import { UnionDriver, type UnionDriverOptions } from "../union.ts";
 import { OverlayBackend } from "./backend.ts";
 import { checkOverlayMount, supportsDType, sweepStaleProbes } from "./probe.ts";
 
-/** Options of {@linkcode OverlayDriver.init}. */
+/**
+ * Options of {@linkcode OverlayDriver.init}.
+ *
+ * @example
+ * ```ts
+ * import { OverlayDriver, type OverlayOptions } from "../../mod.ts";
+ * const opts: OverlayOptions = { loadModule: async () => {} }; // the module is built in
+ * await using driver = await OverlayDriver.init("/var/lib/strata", opts);
+ * console.log(driver.name); // overlay
+ * ```
+ */
 export interface OverlayOptions extends UnionDriverOptions {
   /** Kernel module loader tried before the checks (default: `modprobe overlay`, failures ignored). */
   loadModule?: (name: string) => Promise<void>;
@@ -37,7 +47,7 @@ function exists(path: string): boolean {
 }
 
 /**
- * Layers as overlay unions: the aufs driver's behaviour (seed §2–§5) with
+ * Layers as overlay unions: the aufs driver's behaviour with
  * overlay mounts and overlay's on-disk whiteouts.
  *
  * @example

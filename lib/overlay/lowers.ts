@@ -22,7 +22,16 @@
 import { relative } from "node:path";
 import { formatMountLabel, utf8Length } from "../aufs/branches.ts";
 
-/** Most lower layers one overlay mount takes (the kernel's `OVL_MAX_STACK`). */
+/**
+ * Most lower layers one overlay mount takes (the kernel's `OVL_MAX_STACK`).
+ *
+ * @example
+ * ```ts
+ * import { OVERLAY_MAX_LOWERS } from "../../mod.ts";
+ * const fits = (chain: string[]) => chain.length <= OVERLAY_MAX_LOWERS;
+ * console.log(fits(["base"])); // true
+ * ```
+ */
 export const OVERLAY_MAX_LOWERS = 500;
 
 /**
@@ -80,7 +89,23 @@ export function escapeOverlayPath(path: string): string {
   return path.replace(/[\\:,]/g, (c) => "\\" + c);
 }
 
-/** What {@linkcode packOverlayMount} is given. */
+/**
+ * What {@linkcode packOverlayMount} is given.
+ *
+ * @example
+ * ```ts
+ * import { type OverlayMountInput, packOverlayMount } from "../../mod.ts";
+ * const input: OverlayMountInput = {
+ *   root: "/r",
+ *   upper: "/r/diff/app",
+ *   work: "/r/work/app",
+ *   lowers: ["/r/diff/mid", "/r/diff/base"],
+ *   shortLowers: () => ["l/M", "l/B"],
+ *   pageSize: 4096,
+ * };
+ * console.log(packOverlayMount(input).data);
+ * ```
+ */
 export interface OverlayMountInput {
   /** The driver root (absolute). */
   root: string;
@@ -103,7 +128,23 @@ export interface OverlayMountInput {
   options?: readonly string[];
 }
 
-/** What {@linkcode packOverlayMount} decided. */
+/**
+ * What {@linkcode packOverlayMount} decided.
+ *
+ * @example
+ * ```ts
+ * import { type OverlayMountData, packOverlayMount } from "../../mod.ts";
+ * const m: OverlayMountData = packOverlayMount({
+ *   root: "/r",
+ *   upper: "/r/diff/app",
+ *   work: "/r/work/app",
+ *   lowers: ["/r/diff/base"],
+ *   shortLowers: () => ["l/B"],
+ *   pageSize: 4096,
+ * });
+ * console.log(m.form, m.bytes); // absolute, and its length
+ * ```
+ */
 export interface OverlayMountData {
   /** Data for mount(2): at most `pageSize - 1` bytes. */
   data: string;
