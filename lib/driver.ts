@@ -105,14 +105,37 @@ export interface MountOpts {
   keepTarSplit?: boolean;
 }
 
-/** How the tar `diff` returned was made. */
+/**
+ * How the tar `diff` returned was made.
+ *
+ * @example
+ * ```ts
+ * import { type DiffSource, openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const tar = await driver.diff("base", "");
+ * const source: DiffSource = tar.source;
+ * console.log(source === "original" ? "the applied tar, byte for byte" : "rebuilt from the files");
+ * await tar.cancel();
+ * ```
+ */
 export type DiffSource =
   /** The tar that was applied to the layer, byte for byte, reassembled from its tar-split record. */
   | "original"
   /** Built from the layer's files (containers/storage's diff): same content, not the same bytes. */
   | "rebuilt";
 
-/** Options of `diff`. */
+/**
+ * Options of `diff`.
+ *
+ * @example
+ * ```ts
+ * import { type DiffOpts, openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const opts: DiffOpts = { source: "original", signal: AbortSignal.timeout(60_000) };
+ * const tar = await driver.diff("base", "", opts); // TarSplitUnavailableError if not possible
+ * await tar.pipeTo((await Deno.create("/tmp/base.tar")).writable);
+ * ```
+ */
 export interface DiffOpts extends OperationOpts {
   /**
    * Which tar to give. `"auto"` (the default): the original bytes when the

@@ -16,9 +16,26 @@ import { LayerError } from "./errors.ts";
 import { TEMP_SUFFIX, validateLayerId } from "./ids.ts";
 import { TarSplitRecorder } from "./archive/tar_split.ts";
 
-/** The directory under a driver root that holds the records. */
+/**
+ * The directory under a driver root that holds the records.
+ *
+ * @example
+ * ```ts
+ * import { TAR_SPLIT_DIR, TAR_SPLIT_SUFFIX } from "../mod.ts";
+ * console.log(`/var/lib/strata/${TAR_SPLIT_DIR}/base${TAR_SPLIT_SUFFIX}`);
+ * ```
+ */
 export const TAR_SPLIT_DIR = "tar-split";
-/** The name ending of a record: `<id>.tar-split.gz`. */
+/**
+ * The name ending of a record: `<id>.tar-split.gz`.
+ *
+ * @example
+ * ```ts
+ * import { TAR_SPLIT_SUFFIX } from "../mod.ts";
+ * const idOf = (name: string) => name.endsWith(TAR_SPLIT_SUFFIX) ? name.slice(0, -TAR_SPLIT_SUFFIX.length) : null;
+ * console.log(idOf("base.tar-split.gz")); // base
+ * ```
+ */
 export const TAR_SPLIT_SUFFIX = ".tar-split.gz";
 
 function isNotFound(e: unknown): boolean {
@@ -29,6 +46,22 @@ function isNotFound(e: unknown): boolean {
  * A record being written while a tar is extracted: pass `recorder` to the
  * extraction (`UntarOptions.tarSplit`), then {@linkcode PendingTarSplit.commit}
  * after it succeeded or {@linkcode PendingTarSplit.abort} otherwise.
+ *
+ * @example
+ * ```ts
+ * import { type PendingTarSplit, TarSplitStore, untar } from "../mod.ts";
+ * const store = new TarSplitStore(await Deno.makeTempDir());
+ * const pending: PendingTarSplit = await store.begin("base");
+ * try {
+ *   await untar((await Deno.open("layer.tar")).readable, await Deno.makeTempDir(), {
+ *     tarSplit: pending.recorder,
+ *   });
+ *   await pending.commit();
+ * } catch (e) {
+ *   await pending.abort();
+ *   throw e;
+ * }
+ * ```
  */
 export interface PendingTarSplit {
   /** Feeds the record; give it to the extraction. */

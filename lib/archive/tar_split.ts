@@ -37,9 +37,28 @@ import { Crc64 } from "./crc64.ts";
 import type { TarParser, TarSink } from "./tar_reader.ts";
 import type { TarHeader } from "./tar_header.ts";
 
-/** Object type of a file entry. */
+/**
+ * Object type of a file entry.
+ *
+ * @example
+ * ```ts
+ * import { TAR_SPLIT_FILE, type TarSplitEntry } from "../../mod.ts";
+ * const isFile = (e: TarSplitEntry) => e.type === TAR_SPLIT_FILE;
+ * console.log(isFile({ type: 2, payload: new Uint8Array(0), position: 0 })); // false
+ * ```
+ */
 export const TAR_SPLIT_FILE = 1;
-/** Object type of a raw segment. */
+/**
+ * Object type of a raw segment.
+ *
+ * @example
+ * ```ts
+ * import { TAR_SPLIT_SEGMENT, TarSplitReader } from "../../mod.ts";
+ * const text = '{"type":2,"payload":"","position":0}\n';
+ * const r = new TarSplitReader(new Blob([text]).stream(), "example", { gzip: false });
+ * console.log((await r.next())?.type === TAR_SPLIT_SEGMENT); // true
+ * ```
+ */
 export const TAR_SPLIT_SEGMENT = 2;
 
 /** Go's cap on one trailing-padding segment. */
@@ -559,7 +578,19 @@ function cleanPath(p: string): string {
 
 // ---------------------------------------------------------------- reading
 
-/** One object of a tar-split record, checked. */
+/**
+ * One object of a tar-split record, checked.
+ *
+ * @example
+ * ```ts
+ * import { TarSplitReader, type TarSplitEntry } from "../../mod.ts";
+ * const r = new TarSplitReader(new Blob(['{"type":2,"payload":"","position":0}\n']).stream(), "x", {
+ *   gzip: false,
+ * });
+ * const first: TarSplitEntry | null = await r.next();
+ * console.log(first?.type); // 2
+ * ```
+ */
 export type TarSplitEntry =
   | {
     /** A raw segment. */
@@ -871,7 +902,19 @@ function confinedName(name: Uint8Array): Uint8Array | null {
   return out;
 }
 
-/** A `FileGetter` over a directory that also offers its {@linkcode DirFiles} for fast reads. */
+/**
+ * A `FileGetter` over a directory that also offers its {@linkcode DirFiles} for fast reads.
+ *
+ * @example
+ * ```ts
+ * import { type DirFileGetter, dirFileGetter } from "../../mod.ts";
+ * const dir = await Deno.makeTempDir();
+ * await Deno.writeTextFile(`${dir}/a`, "hi");
+ * const g: DirFileGetter = dirFileGetter(dir);
+ * console.log(await new Response(await g.get("a")).text()); // hi
+ * await g.close();
+ * ```
+ */
 export interface DirFileGetter extends FileGetter {
   /** Synchronous, confined access to the same files. */
   readonly files: DirFiles;
@@ -938,7 +981,18 @@ export function dirFileGetter(dir: string, libc: Libc = systemLibc()): DirFileGe
 
 // ---------------------------------------------------------------- assembly
 
-/** Options of {@linkcode assembleTar}. */
+/**
+ * Options of {@linkcode assembleTar}.
+ *
+ * @example
+ * ```ts
+ * import { type AssembleOptions, assembleTar, dirFileGetter } from "../../mod.ts";
+ * const opts: AssembleOptions = { source: "example record", gzip: false };
+ * const record = new Blob(['{"type":2,"payload":"","position":0}\n']).stream();
+ * const tar = assembleTar(record, dirFileGetter(await Deno.makeTempDir()), opts);
+ * console.log((await new Response(tar).arrayBuffer()).byteLength); // 0
+ * ```
+ */
 export interface AssembleOptions {
   /** Names the record in errors (default `"record"`). */
   source?: string;
