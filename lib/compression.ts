@@ -103,7 +103,7 @@ export function detectCompression(head: Uint8Array): Compression {
  * ```ts
  * import { gzipSync } from "node:zlib";
  * import { decompressor } from "./compression.ts";
- * const packed = new Blob([gzipSync(new TextEncoder().encode("hi"))]).stream();
+ * const packed = new Blob([new Uint8Array(gzipSync(new TextEncoder().encode("hi")))]).stream();
  * const text = await new Response(packed.pipeThrough(decompressor("gzip"))).text();
  * console.log(text); // hi
  * ```
@@ -221,7 +221,7 @@ async function sniff(
  * import { decompressed } from "./compression.ts";
  * import { gzipSync } from "node:zlib";
  * const gz = gzipSync(new Uint8Array(1024));
- * const { stream, format } = await decompressed(new Blob([gz]).stream(), "t.tar.gz");
+ * const { stream, format } = await decompressed(new Blob([new Uint8Array(gz)]).stream(), "t.tar.gz");
  * console.log(format, (await new Response(stream).arrayBuffer()).byteLength); // gzip 1024
  * ```
  */
