@@ -106,6 +106,7 @@ export const COMMANDS: readonly CommandSpec[] = [
     details: [
       ["ID", "the new layer's id (at most 255 bytes, no '/', not '.' or '..')"],
       ["--parent P", "build on layer P (default: a base layer without parent)"],
+      ["--image IMAGE", "build on the top layer of image IMAGE (instead of --parent)"],
       ["--rw", "create it as a read-write layer (the same thing for both backends)"],
       ["--label L", "SELinux mount label remembered for the layer's mounts"],
     ],
@@ -173,6 +174,11 @@ export const COMMANDS: readonly CommandSpec[] = [
       ["ID", "the layer whose changes are written"],
       ["--parent P", "compare against layer P instead of the layer's own parent"],
       ["-o, --output FILE", "write the tar to FILE (default: stdout, never a terminal)"],
+      [
+        "--source S",
+        "auto (default): the tar that was applied, byte for byte, when the layer is unchanged, " +
+        "else one built from its files; original: that tar or an error; rebuilt: always built",
+      ],
     ],
     examples: ["strata diff app -o app.tar", "strata diff app | gzip > app.tar.gz"],
     schema: "diff",
@@ -255,6 +261,25 @@ export const COMMANDS: readonly CommandSpec[] = [
     operands: ["SUBCOMMAND", "ARG"],
     required: 1,
     variadic: true,
+    details: [
+      [
+        "SUBCOMMAND",
+        "import oci:DIR[:TAG] | export IMAGE oci:DIR[:TAG] | pull REF | push IMAGE REF",
+      ],
+      ["", "| ls | inspect IMAGE | rm IMAGE (removes layers nothing else uses)"],
+      ["ARG", "the subcommand's operands: an OCI layout, a registry reference or an image"],
+      ["--name N", "import: the name to give the imported image"],
+      ["--insecure", "pull/push: allow plain HTTP and unverified TLS to the registry"],
+      ["--creds U:P", "pull/push: registry user name and password"],
+      ["--authfile F", "pull/push: read registry credentials from F (containers-auth.json)"],
+      ["--jobs N", "pull/push: layers transferred at once, 1 to 32"],
+    ],
+    examples: [
+      "strata image pull docker.io/library/alpine:3.20",
+      "strata image import oci:./layout:latest --name alpine",
+      "strata image export alpine oci:/tmp/alpine-layout",
+    ],
+    schema: "image",
   },
   {
     name: "commit",
@@ -263,6 +288,12 @@ export const COMMANDS: readonly CommandSpec[] = [
     options: {},
     operands: ["LAYER", "IMAGE"],
     required: 2,
+    details: [
+      ["LAYER", "the layer whose changes become the image's new top layer"],
+      ["IMAGE", "the name of the new image"],
+    ],
+    examples: ["strata create work --image alpine && strata commit work alpine-edited"],
+    schema: "commit",
   },
   {
     name: "cleanup",

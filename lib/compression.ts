@@ -13,10 +13,29 @@ import { Duplex } from "node:stream";
 import zlib from "node:zlib";
 import { type Libc, systemLibc } from "../ffi/libc.ts";
 
-/** Compression formats recognised by their magic bytes. */
+/**
+ * Compression formats recognised by their magic bytes.
+ *
+ * @example
+ * ```ts
+ * import { type Compression, detectCompression } from "../mod.ts";
+ * const format: Compression = detectCompression(new Uint8Array([0x1f, 0x8b, 8, 0]));
+ * console.log(format); // gzip
+ * ```
+ */
 export type Compression = "none" | "gzip" | "zstd" | "xz" | "bzip2";
 
-/** The formats strata decompresses itself. */
+/**
+ * The formats strata decompresses itself.
+ *
+ * @example
+ * ```ts
+ * import { decompressor, type ReadableCompression } from "../mod.ts";
+ * const format: ReadableCompression = "zstd";
+ * const tar = (await Deno.open("layer.tar.zst")).readable.pipeThrough(decompressor(format));
+ * console.log((await new Response(tar).arrayBuffer()).byteLength);
+ * ```
+ */
 export type ReadableCompression = "gzip" | "zstd";
 
 /**
@@ -254,7 +273,19 @@ export async function decompressed(
   return { stream: plain.pipeThrough(decompressor(format as ReadableCompression)), format };
 }
 
-/** Options of {@linkcode decompressFd}. */
+/**
+ * Options of {@linkcode decompressFd}.
+ *
+ * @example
+ * ```ts
+ * import { AT, decompressFd, type DecompressFdOptions, O, systemLibc } from "../mod.ts";
+ * const libc = systemLibc();
+ * const fd = libc.openat(AT.FDCWD, "layer.tar.gz", O.RDONLY | O.CLOEXEC);
+ * const opts: DecompressFdOptions = { source: "layer.tar.gz", closeFd: true };
+ * const tar = decompressFd(fd, "gzip", opts);
+ * console.log((await new Response(tar).arrayBuffer()).byteLength);
+ * ```
+ */
 export interface DecompressFdOptions {
   /** Bytes already read from `fd` (its first bytes, e.g. the sniffed head). */
   head?: Uint8Array;

@@ -164,7 +164,20 @@ export interface LayerTar extends ReadableStream<Uint8Array> {
   readonly source: DiffSource;
 }
 
-/** Options of `applyDiff`. */
+/**
+ * Options of `applyDiff`.
+ *
+ * @example
+ * ```ts
+ * import { type ApplyDiffOpts, openDriver } from "../mod.ts";
+ * await using driver = await openDriver("auto", "/var/lib/strata");
+ * const opts: ApplyDiffOpts = {
+ *   onProgress: (bytes, entries) => console.log(`${bytes} bytes, ${entries} entries`),
+ *   signal: AbortSignal.timeout(10 * 60_000),
+ * };
+ * await driver.applyDiff("base", "", (await Deno.open("base.tar")).readable, opts);
+ * ```
+ */
 export interface ApplyDiffOpts extends OperationOpts {
   /**
    * Called after each chunk of the tar is extracted with the tar bytes read
