@@ -52,7 +52,22 @@ import { LayerStore } from "./store.ts";
 import { layerArchive, withSource } from "./layer_archive.ts";
 import { TarSplitStore } from "./tar_split_store.ts";
 
-/** What a backend is asked to mount: one layer's union. */
+/**
+ * What a backend is asked to mount: one layer's union.
+ *
+ * @example
+ * ```ts
+ * import type { UnionMount } from "../mod.ts";
+ * const request: UnionMount = {
+ *   id: "app",
+ *   target: "/var/lib/strata/mnt/app",
+ *   upper: "/var/lib/strata/diff/app",
+ *   lowers: ["/var/lib/strata/diff/base"],
+ *   layerDirs: { work: "/var/lib/strata/work/app" },
+ * };
+ * console.log(request.lowers.length);
+ * ```
+ */
 export interface UnionMount {
   /** The layer. */
   id: string;
@@ -201,7 +216,17 @@ export function setDefaultLayerArchive(archive: LayerArchive): void {
   defaultArchive = archive;
 }
 
-/** A layer and whether its files are all in place. */
+/**
+ * A layer and whether its files are all in place.
+ *
+ * @example
+ * ```ts
+ * import { type LayerState, OverlayDriver } from "../mod.ts";
+ * await using driver = await OverlayDriver.init("/var/lib/strata");
+ * const states: LayerState[] = await driver.listLayerStates();
+ * for (const s of states) console.log(s.id, s.state, s.reason ?? "", s.remedy ?? "");
+ * ```
+ */
 export interface LayerState {
   /** The layer id. */
   id: string;
@@ -213,7 +238,18 @@ export interface LayerState {
   remedy?: string;
 }
 
-/** Options of {@linkcode UnionDriver}. */
+/**
+ * Options of {@linkcode UnionDriver}.
+ *
+ * @example
+ * ```ts
+ * import { OverlayBackend, systemLibc, UnionDriver, type UnionDriverOptions } from "../mod.ts";
+ * const libc = systemLibc();
+ * const opts: UnionDriverOptions = { libc, unmountRetries: 10, unmountRetryDelayMs: 50 };
+ * const driver = new UnionDriver("/var/lib/strata", new OverlayBackend(libc, "/var/lib/strata"), opts);
+ * await driver.prepare();
+ * ```
+ */
 export interface UnionDriverOptions extends DriverOptions {
   /** Layer tars in and out (default: the one set by {@linkcode setDefaultLayerArchive}). */
   archive?: LayerArchive;

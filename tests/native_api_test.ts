@@ -70,7 +70,9 @@ Deno.test("applyDiff aborted mid-stream rejects with AbortError, cancels the inp
       return true;
     });
     assert.equal((await cancelled as DOMException).name, "AbortError");
-    assert.deepEqual(await driver.store.incomplete(), [{ id: "base", why: "apply" }]);
+    const marks = await driver.store.incomplete();
+    assert.deepEqual(marks.map((m) => m.id), ["base"]);
+    assert.match(marks[0].why, /^apply/);
     assert.equal(await driver.exists("base"), false);
     assert.ok(Deno.statSync(join(driver.diffDir("base"), "dir")).isDirectory);
   });
