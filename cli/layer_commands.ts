@@ -6,6 +6,7 @@
  */
 
 import {
+  describeIncomplete,
   LayerError,
   LayerIncompleteError,
   LayerInUseError,
@@ -172,7 +173,14 @@ export const exists: Handler = async (ctx): Promise<Result> => {
   const id = ctx.operands[0];
   ctx.setLayer(id);
   const found = await ctx.driver.exists(id);
-  return { json: { id, exists: found }, text: [], exitCode: found ? 0 : 1 };
+  // A layer left incomplete does not exist as a usable layer, but say what it is.
+  const mark = found ? undefined : (await ctx.view.incomplete()).find((m) => m.id === id);
+  if (mark) ctx.out.warn(`layer ${id}: ${describeIncomplete(mark.why)}`);
+  return {
+    json: mark ? { id, exists: false, incomplete: mark.why } : { id, exists: found },
+    text: [],
+    exitCode: found ? 0 : 1,
+  };
 };
 
 /** `strata cleanup`: unmount every layer under the root. */

@@ -23,6 +23,7 @@ import type { UnionDriver } from "./union.ts";
 import { TAR_SPLIT_SUFFIX } from "./tar_split_store.ts";
 import { imageLeftovers } from "./image/leftovers.ts";
 import { rootPair } from "./archive/idmap.ts";
+import { describeIncomplete } from "./incomplete.ts";
 
 /**
  * The kinds of problem `checkRoot` reports.
@@ -254,7 +255,7 @@ export async function checkRoot(
       kind: "incomplete",
       id,
       path: join(driver.store.incompleteDir, id),
-      detail: `marked incomplete by ${why || "an unknown operation"} that did not finish`,
+      detail: `${describeIncomplete(why)} (\`check --repair\` removes it)`,
     });
     if (repair) await repairIncomplete(driver, f, id);
   }

@@ -142,6 +142,18 @@ Deno.test("cli: a killed apply --parent (naive path) leaves the layer marked; it
     await w.abort().catch(() => {});
 
     assert.equal(Deno.readTextFileSync(marker), "apply into an empty layer");
+    const ex = await s("--json", "exists", "C");
+    assert.equal(ex.code, 1);
+    assert.deepEqual(JSON.parse(ex.out), {
+      id: "C",
+      exists: false,
+      incomplete: "apply into an empty layer",
+    });
+    const report = JSON.parse((await s("--json", "check")).out) as {
+      findings: { kind: string; id: string; detail: string }[];
+    };
+    const f = report.findings.find((f) => f.kind === "incomplete" && f.id === "C");
+    assert.match(f?.detail ?? "", /apply its tar again .*`check --repair` removes it/);
     const { layers } = JSON.parse(ok(await s("--json", "layers"))) as {
       layers: { id: string; incomplete: boolean }[];
     };
