@@ -60,7 +60,10 @@ export {
   LayerIncompleteError,
   LayerInUseError,
   LayerNotFoundError,
+  NotStrataRootError,
   NotSupportedError,
+  PermissionMissingError,
+  ReadOnlyError,
   TarSplitUnavailableError,
 } from "./lib/errors.ts";
 
@@ -86,6 +89,8 @@ export type {
 } from "./lib/driver.ts";
 export { validateLayerId } from "./lib/ids.ts";
 export { LayerStore } from "./lib/store.ts";
+export { MARKER_NAME, readMarker, systemPathProblem } from "./lib/root_marker.ts";
+export type { ProbeRecord, RootMarker } from "./lib/root_marker.ts";
 export { backingFsName, FS_MAGIC, fsName } from "./lib/fsmagic.ts";
 
 // The generic union driver and the two backends

@@ -41,6 +41,8 @@ export interface GlobalFlags {
   help: boolean;
   /** Print the version and exit. */
   version: boolean;
+  /** Adopt an existing containers/storage aufs root (write its strata.json). */
+  adopt: boolean;
 }
 
 type OptionSpec = { type: "string" | "boolean"; short?: string };
@@ -329,6 +331,7 @@ const GLOBAL_OPTIONS = {
   quiet: { type: "boolean", short: "q" },
   help: { type: "boolean", short: "h" },
   version: { type: "boolean", short: "V" },
+  adopt: B,
 } as const;
 
 /** A parsed command line. `command` is undefined for bare `--help`/`--version`. */
@@ -446,6 +449,7 @@ export function parseCommandLine(
     quiet: merged.quiet === true,
     help,
     version,
+    adopt: merged.adopt === true,
   };
   const flags: Record<string, string | boolean | undefined> = {};
   for (const key of Object.keys(command?.options ?? {})) flags[key] = merged[key];
@@ -493,6 +497,7 @@ export function helpText(command?: CommandSpec): string {
     "  --driver NAME       aufs, overlay or auto (default auto: aufs, then overlay)",
     "  --json              machine-readable output",
     "  -q, --quiet         no progress line, no confirmations",
+    "  --adopt             adopt an existing containers/storage aufs root at --root",
     "  -h, --help          this help",
     "  -V, --version       print the version",
   ];

@@ -42,6 +42,26 @@ const HANDLERS: Record<string, Handler> = {
   check,
 };
 
+/** Commands that only read: their driver is opened read-only (Init changes nothing). */
+const READ_ONLY_COMMANDS = new Set(["status", "layers", "exists", "diff", "changes", "diff-size"]);
+
+/** Commands that may make the root when it does not exist yet. */
+const ROOT_MAKING_COMMANDS = new Set(["create", "import"]);
+
+/**
+ * How `command` opens the driver: read-only for the commands that only read
+ * (and `check` without `--repair`, and `cleanup`, which only unmounts what
+ * strata mounted); the root is made only by the commands that add layers.
+ */
+export function openMode(
+  command: string,
+  flags: Record<string, string | boolean | undefined>,
+): { readOnly: boolean; createRoot: boolean } {
+  const readOnly = READ_ONLY_COMMANDS.has(command) || command === "cleanup" ||
+    (command === "check" && flags.repair !== true);
+  return { readOnly, createRoot: ROOT_MAKING_COMMANDS.has(command) };
+}
+
 /** Output flags as far as they can be read from a command line that may not parse. */
 function roughOutput(args: readonly string[], io: MainIO): Output {
   return new Output({
@@ -133,7 +153,11 @@ async function run(args: readonly string[], io: MainIO): Promise<number> {
     requireFsAccess(command, inv.globals.root);
     requireRoot(command);
     // Warnings go through Output, so -q silences them.
-    const opts: DriverOptions = { onWarning: (m) => out.warn(m) };
+    const opts: DriverOptions = {
+      onWarning: (m) => out.warn(m),
+      adopt: inv.globals.adopt,
+      ...openMode(command, inv.flags),
+    };
     driver = await openDriver(inv.globals.driver, inv.globals.root, opts);
     const ctx: Context = {
       globals: inv.globals,

@@ -6,7 +6,8 @@
  * @module
  */
 
-import { effectiveUid as libcEffectiveUid } from "../mod.ts";
+import { effectiveUid as libcEffectiveUid, PermissionMissingError } from "../mod.ts";
+import { granted } from "../lib/permissions.ts";
 
 /** The process is not root; the message says which command needed it. */
 export class NotRootError extends Error {
@@ -32,14 +33,7 @@ export class FfiNotAllowedError extends Error {
   }
 }
 
-/** A permission Deno refused other than FFI (read, write, env). */
-export class PermissionMissingError extends Error {
-  /** `what` names the permission and why it was needed. */
-  constructor(what: string, options?: ErrorOptions) {
-    super(what, options);
-    this.name = "PermissionMissingError";
-  }
-}
+export { PermissionMissingError };
 
 /**
  * The effective uid of this process: from `/proc/self/status` read through
@@ -58,6 +52,7 @@ export function effectiveUid(): number | undefined {
   } catch {
     // fall through to Deno.uid()
   }
+  if (!granted({ name: "sys", kind: "uid" })) return undefined; // never a prompt
   try {
     return Deno.uid() ?? undefined;
   } catch {
@@ -110,6 +105,11 @@ export function requireFsAccess(command: string, root: string): void {
  * (silently falling back to the default root could act on the wrong tree).
  */
 export function strataRootFromEnv(): string | undefined {
+  if (!granted({ name: "env", variable: "STRATA_ROOT" })) {
+    throw new PermissionMissingError(
+      "cannot read $STRATA_ROOT: pass --root DIR or run with --allow-env=STRATA_ROOT",
+    );
+  }
   try {
     return Deno.env.get("STRATA_ROOT");
   } catch (e) {

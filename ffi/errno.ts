@@ -134,6 +134,7 @@ export const Errno = {
   ELOOP: 40,
   ENODATA: 61,
   EOPNOTSUPP: 95,
+  EDQUOT: 122,
 } as const;
 
 const BRAND = Symbol.for("strata.ErrnoError");

@@ -1004,6 +1004,16 @@ export class FfiPermissionError extends Error {
   }
 }
 
+/** Whether FFI (for libc) is granted now; asks without prompting. */
+function ffiGranted(): boolean {
+  try {
+    if (Deno.permissions.querySync({ name: "ffi" }).state === "granted") return true;
+    return Deno.permissions.querySync({ name: "ffi", path: "libc.so.6" }).state === "granted";
+  } catch {
+    return true; // cannot tell: let dlopen decide
+  }
+}
+
 /**
  * The real libc, opened on first use and shared afterwards.
  *
@@ -1015,6 +1025,7 @@ export class FfiPermissionError extends Error {
  */
 export function systemLibc(): Libc {
   if (cached) return cached;
+  if (!ffiGranted()) throw new FfiPermissionError(); // never a permission prompt
   let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   try {
     lib = Deno.dlopen("libc.so.6", SYMBOLS);

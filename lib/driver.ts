@@ -7,6 +7,7 @@
 
 import type { Libc } from "../ffi/libc.ts";
 import { NotSupportedError } from "./errors.ts";
+import { readMarker } from "./root_marker.ts";
 
 /**
  * One range of a user-namespace id map: container ids
@@ -333,6 +334,22 @@ export interface DriverOptions {
    * never writes to the console itself.
    */
   onWarning?: (message: string) => void;
+  /**
+   * Open for reading only: Init changes nothing (no directory is made, no
+   * leftover swept, no bind mount, no propagation change, no test mount) and
+   * methods that change the store throw `ReadOnlyError`. A missing or empty
+   * root reads as an empty store. `get`/`put` (which the naive diff of a
+   * layer against a non-parent needs) still mount. Default false.
+   */
+  readOnly?: boolean;
+  /**
+   * Adopt an existing containers/storage aufs root (a directory with
+   * `layers/`, `diff/` and `mnt/` but no `strata.json`) by writing the
+   * marker. Without it such a directory is refused. Default false.
+   */
+  adopt?: boolean;
+  /** Make the root when it does not exist yet (default true; ignored when `readOnly`). */
+  createRoot?: boolean;
 }
 
 /**
@@ -486,9 +503,20 @@ export function driverNames(): string[] {
  */
 export const AUTO_ORDER: readonly string[] = ["aufs", "overlay"];
 
+/** The driver named in `root`'s marker, when it has a readable one. */
+function markedDriver(root: string): string | undefined {
+  try {
+    return readMarker(root)?.driver;
+  } catch {
+    return undefined; // the driver's Init reports a bad marker
+  }
+}
+
 /**
- * Open the driver `name` at `root`. `"auto"` tries aufs, then overlay, and
- * fails with a `NotSupportedError` naming both when neither can run.
+ * Open the driver `name` at `root`. `"auto"` opens the driver named in the
+ * root's `strata.json` when there is one (its layers are in that driver's
+ * format); otherwise it tries aufs, then overlay, and fails with a
+ * `NotSupportedError` naming both when neither can run.
  *
  * @example
  * ```ts
@@ -503,6 +531,9 @@ export async function openDriver(
   opts?: DriverOptions,
 ): Promise<Driver> {
   if (name === "auto") {
+    const marked = markedDriver(root);
+    const own = marked === undefined ? undefined : registry.get(marked);
+    if (own) return await own(root, opts);
     const reasons: string[] = [];
     for (const n of AUTO_ORDER) {
       const init = registry.get(n);

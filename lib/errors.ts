@@ -262,3 +262,63 @@ export class LayerIncompleteError extends LayerError {
     this.reason = reason;
   }
 }
+
+/**
+ * A directory is not a strata driver root (no `strata.json` marker, a foreign
+ * or newer marker, or a system directory), so strata refuses to change it.
+ *
+ * @example
+ * ```ts
+ * import { NotStrataRootError } from "./errors.ts";
+ * const e = new NotStrataRootError("/srv/data", "it holds files and has no strata.json");
+ * console.log(e.message);
+ * // /srv/data is not a strata root: it holds files and has no strata.json; nothing was changed
+ * ```
+ */
+export class NotStrataRootError extends Error {
+  /** The directory refused. */
+  readonly root: string;
+  /** `root` was refused because of `why`. */
+  constructor(root: string, why: string, options?: ErrorOptions) {
+    super(`${root} is not a strata root: ${why}; nothing was changed`, options);
+    this.name = "NotStrataRootError";
+    this.root = root;
+  }
+}
+
+/**
+ * A driver opened read-only (`{ readOnly: true }`) was asked to change the
+ * store.
+ *
+ * @example
+ * ```ts
+ * import { ReadOnlyError } from "./errors.ts";
+ * console.log(new ReadOnlyError("/var/lib/strata", "create").message);
+ * // create: the driver at /var/lib/strata was opened read-only
+ * ```
+ */
+export class ReadOnlyError extends Error {
+  /** `op` was refused on the read-only driver at `root`. */
+  constructor(root: string, op: string) {
+    super(`${op}: the driver at ${root} was opened read-only`);
+    this.name = "ReadOnlyError";
+  }
+}
+
+/**
+ * Deno has not granted a permission strata needs (it never prompts for
+ * one); the message names the flag to add.
+ *
+ * @example
+ * ```ts
+ * import { PermissionMissingError } from "./errors.ts";
+ * console.log(new PermissionMissingError("create needs --allow-write (/var/lib/strata)").message);
+ * ```
+ */
+export class PermissionMissingError extends Error {
+  /** `what` names the permission and why it was needed. */
+  constructor(what: string, options?: ErrorOptions) {
+    super(what, options);
+    this.name = "PermissionMissingError";
+  }
+}

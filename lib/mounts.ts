@@ -175,8 +175,9 @@ export function mountpointsUnder(dir: string, procRoot = "/proc"): string[] {
 
 /**
  * Give `path` private mount propagation, first bind-mounting it onto itself
- * when it is not a mountpoint yet (containers/storage's `MakePrivate`). Mount errors are
- * thrown ({@linkcode ErrnoError}s naming the call and path).
+ * when it is not a mountpoint yet (containers/storage's `MakePrivate`); true when this
+ * call made that bind mount. Mount errors are thrown
+ * ({@linkcode ErrnoError}s naming the call and path).
  *
  * @example
  * ```ts
@@ -187,10 +188,26 @@ export function mountpointsUnder(dir: string, procRoot = "/proc"): string[] {
  * systemLibc().umount2(dir, 0);
  * ```
  */
-export function makePrivate(libc: Libc, path: string, procRoot = "/proc"): void {
+export function makePrivate(libc: Libc, path: string, procRoot = "/proc"): boolean {
   const real = canonical(path) ?? path;
-  if (!isMountpoint(real, procRoot)) libc.mount(real, real, "none", MS.BIND, "");
-  libc.mount("", real, "", MS.PRIVATE, "");
+  let bound = false;
+  if (!isMountpoint(real, procRoot)) {
+    libc.mount(real, real, "none", MS.BIND, "");
+    bound = true;
+  }
+  try {
+    libc.mount("", real, "", MS.PRIVATE, "");
+  } catch (e) {
+    if (bound) {
+      try {
+        libc.umount2(real, 0);
+      } catch {
+        // the caller's error is the one that matters
+      }
+    }
+    throw e;
+  }
+  return bound;
 }
 
 /** Options of {@linkcode unmountRetry}. */

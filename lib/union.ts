@@ -39,8 +39,13 @@ import {
   LayerIncompleteError,
   LayerInUseError,
   LayerNotFoundError,
+  NotStrataRootError,
+  NotSupportedError,
+  PermissionMissingError,
+  ReadOnlyError,
 } from "./errors.ts";
 import { CREATING, describeIncomplete, incompleteRemedy } from "./incomplete.ts";
+import { granted } from "./permissions.ts";
 import { backingFsName } from "./fsmagic.ts";
 import { compareBytewise, layerIdProblem, validateLayerId } from "./ids.ts";
 import { lstatKind } from "./entry_type.ts";
@@ -51,6 +56,20 @@ import { atomicRemove, ensureRemoveAll, sweepRemoving } from "./remove.ts";
 import { LayerStore } from "./store.ts";
 import { layerArchive, withSource } from "./layer_archive.ts";
 import { TarSplitStore } from "./tar_split_store.ts";
+import {
+  adoptionProblem,
+  kernelRelease,
+  MARKER_FORMAT,
+  MARKER_NAME,
+  MARKER_VERSION,
+  markerPath,
+  type ProbeRecord,
+  readMarker,
+  type RootMarker,
+  rootState,
+  systemPathProblem,
+  writeMarker,
+} from "./root_marker.ts";
 
 /**
  * What a backend is asked to mount: one layer's union.
@@ -345,8 +364,16 @@ export class UnionDriver implements Driver {
   readonly #warn: (message: string) => void;
   readonly #retries: number;
   readonly #retryDelayMs: number;
+  readonly #readOnly: boolean;
+  readonly #adopt: boolean;
+  readonly #createRoot: boolean;
   #backingFs = "<unknown>";
   #madeBind = false;
+  #marker: RootMarker | undefined;
+  /** This driver's Init made the root directory. */
+  #madeRoot = false;
+  /** A read-only driver made the root private before its first mount. */
+  #mountSetUp = false;
 
   /** No I/O: the driver is usable after {@linkcode UnionDriver.prepare}. */
   constructor(root: string, backend: UnionBackend, opts: UnionDriverOptions = {}) {
@@ -361,6 +388,9 @@ export class UnionDriver implements Driver {
     this.#warn = opts.onWarning ?? (() => {});
     this.#retries = opts.unmountRetries ?? 5;
     this.#retryDelayMs = opts.unmountRetryDelayMs ?? 100;
+    this.#readOnly = opts.readOnly ?? false;
+    this.#adopt = opts.adopt ?? false;
+    this.#createRoot = opts.createRoot ?? true;
     this.store = new LayerStore(this.root);
     this.tarSplit = new TarSplitStore(this.root);
     this.#locks = new LayerLocks(join(this.root, "locks"));
@@ -382,27 +412,85 @@ export class UnionDriver implements Driver {
     return this.#backingFs;
   }
 
+  /** Whether this driver was opened read-only (see `DriverOptions.readOnly`). */
+  get readOnly(): boolean {
+    return this.#readOnly;
+  }
+
+  /** The root's `strata.json` as read or written by Init (undefined: none yet, read-only). */
+  get marker(): RootMarker | undefined {
+    return this.#marker;
+  }
+
   /**
-   * Init: the backend's kernel checks; the backing filesystem of
-   * the root's parent (refused ones throw {@linkcode IncompatibleFsError});
-   * the root (0700) made a private mount, bind-mounting it onto itself when
-   * needed; `mnt`, `diff`, `layers` and the backend's dirs (0700); leftover
-   * `*-removing` dirs swept; half-made layers (a create cut short) removed.
-   * If a step after the bind mount fails, the bind mount is undone.
+   * Init, after making sure the root is strata's: `/` and system
+   * directories are refused, and so is a directory that holds anything but
+   * has no `strata.json` (unless `adopt` is set and it looks like a
+   * containers/storage aufs root); a missing or empty directory becomes a
+   * root, its marker written first. Then the backend's kernel checks (skipped
+   * when the marker records that they passed on this kernel release and
+   * backing filesystem); the backing filesystem of the root's parent (refused
+   * ones throw {@linkcode IncompatibleFsError}); the root (0700) made a
+   * private mount, bind-mounting it onto itself when needed; `mnt`, `diff`,
+   * `layers` and the backend's dirs (0700); leftover `*-removing` dirs and
+   * temp files swept; half-made layers (a create cut short) removed. If a
+   * step after the bind mount fails, the bind mount is undone.
+   *
+   * Read-only (`readOnly`): the same refusals and checks, then nothing that
+   * changes the disk or the mount table.
    */
   async prepare(): Promise<void> {
-    await this.backend.checkSupport();
+    this.#requirePermissions();
+    const refused = systemPathProblem(this.root);
+    if (refused !== undefined) throw new NotStrataRootError(this.root, refused);
+    const state = rootState(this.root);
+    if (state === "foreign") {
+      if (!this.#adopt || this.#readOnly) {
+        throw new NotStrataRootError(
+          this.root,
+          `it holds files but no ${MARKER_NAME} (strata writes one when it makes a root; ` +
+            "an existing containers/storage aufs root is adopted only when asked: --adopt)",
+        );
+      }
+      const why = adoptionProblem(this.root);
+      if (why !== undefined) {
+        throw new NotStrataRootError(this.root, `it cannot be adopted: ${why}`);
+      }
+    }
+    if (state === "missing" && !this.#createRoot && !this.#readOnly) {
+      throw new NotStrataRootError(
+        this.root,
+        "it does not exist (creating a layer makes the root)",
+      );
+    }
+    this.#marker = state === "marked" ? readMarker(this.root) : undefined;
+    if (this.#marker !== undefined && this.#marker.driver !== this.name) {
+      throw new NotSupportedError(
+        `${this.root} holds ${this.#marker.driver} layers, not ${this.name} ones ` +
+          `(open it with --driver ${this.#marker.driver} or auto)`,
+      );
+    }
     const fs = this.#backingFsOfParent();
     this.#backingFs = fs;
+    if (this.probeRecord() === undefined) await this.backend.checkSupport();
     if (this.backend.refusedBackingFs.includes(fs)) {
       throw new IncompatibleFsError(this.backend.name, fs);
     }
+    if (this.#readOnly) return;
     const owner = rootPair(this);
-    this.#mkdirs(this.root, 0o700, owner, true);
-    const wasMountpoint = isMountpoint(this.root, this.procRoot);
+    this.#madeRoot = state === "missing" && this.#mkdirs(this.root, 0o700, owner, true);
     try {
-      makePrivate(this.libc, this.root, this.procRoot);
-      this.#madeBind = !wasMountpoint && isMountpoint(this.root, this.procRoot);
+      if (state !== "marked") {
+        this.#marker = {
+          format: MARKER_FORMAT,
+          version: MARKER_VERSION,
+          driver: this.name,
+          created: new Date().toISOString(),
+          ...(state === "foreign" ? { adopted: true } : {}),
+        };
+        await writeMarker(this.root, this.#marker);
+      }
+      this.#madeBind = makePrivate(this.libc, this.root, this.procRoot);
       for (const dir of ["mnt", "diff", "layers", ...this.backend.layerDirs]) {
         this.#mkdirs(join(this.root, dir), 0o700, owner, false);
       }
@@ -435,15 +523,113 @@ export class UnionDriver implements Driver {
         }
       }
     } catch (e) {
-      if (!wasMountpoint && isMountpoint(this.root, this.procRoot)) {
-        try {
-          this.libc.umount2(this.root, 0);
-        } catch (undo) {
-          this.#warn(`could not undo the bind mount of ${this.root}: ${message(undo)}`);
-        }
-      }
+      this.abandon();
       throw e;
     }
+  }
+
+  /**
+   * Undo what this driver's Init did, for a backend's Init that fails after
+   * {@linkcode UnionDriver.prepare}: the root's bind mount onto itself is
+   * unmounted if Init made it, and the root is deleted if Init made it and
+   * it still holds only the empty directories and the marker Init put there.
+   * Nothing else is unmounted or deleted: other processes' mounts stay.
+   * Failures are reported through `onWarning`.
+   */
+  abandon(): void {
+    if (this.#madeBind) {
+      this.#madeBind = false;
+      try {
+        const real = realPathOrUndefined(this.root);
+        if (real !== undefined && isSelfBind(real, this.procRoot)) this.libc.umount2(real, 0);
+      } catch (undo) {
+        this.#warn(`could not undo the bind mount of ${this.root}: ${message(undo)}`);
+      }
+    }
+    if (!this.#madeRoot) return;
+    this.#madeRoot = false;
+    try {
+      for (const e of Deno.readDirSync(this.root)) {
+        const path = join(this.root, e.name);
+        if (e.name === MARKER_NAME) continue;
+        if (e.isDirectory) Deno.removeSync(path); // only an empty one: ENOTEMPTY keeps the rest
+        else return; // something Init did not make: keep the root
+      }
+      Deno.removeSync(markerPath(this.root));
+      Deno.removeSync(this.root);
+    } catch (e) {
+      this.#warn(`kept ${this.root}, which Init made: ${message(e)}`);
+    }
+  }
+
+  /**
+   * The probe results the marker records for this backend on the running
+   * kernel release and the current backing filesystem, if any.
+   */
+  probeRecord(): ProbeRecord | undefined {
+    const record = this.#marker?.probes?.[kernelRelease(this.procRoot)]?.[this.name];
+    return record?.backingFs === this.#backingFs ? record : undefined;
+  }
+
+  /**
+   * Record the backend's probe results in the marker (for this kernel
+   * release and backing filesystem), so the next Init skips the probes. A
+   * cache: a failed write (a full disk) is ignored. No-op when read-only.
+   */
+  async recordProbe(results: Record<string, unknown>): Promise<void> {
+    if (this.#readOnly || this.#marker === undefined) return;
+    let current: RootMarker | undefined;
+    try {
+      current = readMarker(this.root) ?? this.#marker;
+    } catch {
+      return;
+    }
+    const release = kernelRelease(this.procRoot);
+    const probes = { ...(current.probes ?? {}) };
+    probes[release] = {
+      ...(probes[release] ?? {}),
+      [this.name]: { backingFs: this.#backingFs, results },
+    };
+    const next = { ...current, probes };
+    try {
+      await writeMarker(this.root, next);
+      this.#marker = next;
+    } catch {
+      // A cache only: the probes run again next time.
+    }
+  }
+
+  /**
+   * A read-only driver mounts only for `get`: the root's propagation is made
+   * private (as Init does in write mode) before its first union mount.
+   */
+  #mountable(): void {
+    if (this.#mountSetUp) return;
+    this.#madeBind = makePrivate(this.libc, this.root, this.procRoot);
+    this.#mountSetUp = true;
+  }
+
+  /**
+   * Throw {@linkcode PermissionMissingError} naming the flag when Deno has
+   * not granted reading (and, unless read-only, writing) the root: asked
+   * without prompting, so a terminal user never sees a permission prompt.
+   */
+  #requirePermissions(): void {
+    const missing: string[] = [];
+    if (!granted({ name: "read", path: this.root })) missing.push(`--allow-read=${this.root}`);
+    if (!this.#readOnly && !granted({ name: "write", path: this.root })) {
+      missing.push(`--allow-write=${this.root}`);
+    }
+    if (missing.length > 0) {
+      throw new PermissionMissingError(
+        `the ${this.name} driver at ${this.root} needs ${missing.join(" and ")}`,
+      );
+    }
+  }
+
+  /** Throw {@linkcode ReadOnlyError} when opened read-only. */
+  #writable(op: string): void {
+    if (this.#readOnly) throw new ReadOnlyError(this.root, op);
   }
 
   /**
@@ -555,7 +741,10 @@ export class UnionDriver implements Driver {
    */
   async status(): Promise<[string, string][]> {
     const layers = await this.store.list();
-    const own = await this.#withMountLock(() => this.backend.status());
+    // Read-only: no lock (taking it would make `locks/`).
+    const own = this.#readOnly
+      ? await this.backend.status()
+      : await this.#withMountLock(() => this.backend.status());
     return [
       ["Root Dir", this.root],
       ["Backing Filesystem", this.#backingFs],
@@ -643,6 +832,7 @@ export class UnionDriver implements Driver {
   async create(id: string, parentOrOpts?: string | CreateOpts, opts?: CreateOpts): Promise<void> {
     const parent = typeof parentOrOpts === "string" ? parentOrOpts : parentOrOpts?.parent ?? "";
     if (typeof parentOrOpts === "object") opts = parentOrOpts;
+    this.#writable("create");
     validateLayerId(id);
     if (parent !== "") validateLayerId(parent);
     if (opts?.storageOpt && Object.keys(opts.storageOpt).length > 0) {
@@ -708,6 +898,7 @@ export class UnionDriver implements Driver {
    * mount count and held path are reset. Removing an unknown id succeeds.
    */
   async remove(id: string, opts?: RemoveOpts): Promise<void> {
+    this.#writable("remove");
     validateLayerId(id);
     await this.#locks.withLayer(id, async () => {
       if (opts?.ifUnused) {
@@ -728,6 +919,11 @@ export class UnionDriver implements Driver {
    */
   async get(id: string, opts?: MountOpts): Promise<string> {
     validateLayerId(id);
+    if (this.#readOnly) {
+      // Make nothing (not even a lock file) for a layer that is not there.
+      if (!(await this.store.exists(id))) await this.store.parents(id);
+      this.#mountable();
+    }
     return await this.#locks.withLayer(id, async () => {
       await this.refuseIncomplete(id, "get");
       return await this.getLocked(id, opts);
@@ -899,6 +1095,7 @@ export class UnionDriver implements Driver {
     tar: ReadableStream<Uint8Array>,
     opts?: ApplyDiffOpts,
   ): Promise<number> {
+    if (this.#readOnly) return Promise.reject(new ReadOnlyError(this.root, "applyDiff"));
     return this.#archive.applyDiff(this, id, parent, tar, opts);
   }
 
@@ -1018,8 +1215,16 @@ export class UnionDriver implements Driver {
     }
   }
 
-  /** Make `path` (0700-style dirs of the root), chowning when ids are mapped. */
-  #mkdirs(path: string, mode: number, owner: { uid: number; gid: number }, parents: boolean): void {
+  /**
+   * Make `path` (0700-style dirs of the root), chowning when ids are mapped;
+   * true when this call made it.
+   */
+  #mkdirs(
+    path: string,
+    mode: number,
+    owner: { uid: number; gid: number },
+    parents: boolean,
+  ): boolean {
     try {
       this.libc.mkdirat(AT.FDCWD, path, mode);
     } catch (e) {
@@ -1031,9 +1236,13 @@ export class UnionDriver implements Driver {
         throw e;
       } else if (!this.#isDir(path)) {
         throw new Error(`mkdir ${path}: it exists and is not a directory`, { cause: e });
+      } else {
+        this.#chown(path, owner);
+        return false;
       }
     }
     this.#chown(path, owner);
+    return true;
   }
 
   /** Make a new layer dir (0755); a leftover of a half-made layer is deleted first. */

@@ -19,6 +19,7 @@ import { readTar } from "../lib/archive/tar_reader.ts";
 import { openHarness, withAufs } from "./support/aufs_harness.ts";
 import type { RecordingLibc } from "./support/recording_libc.ts";
 import { HAS_AUFS } from "./support/backends.ts";
+import { markRoot } from "./support/root.ts";
 
 const XINO = ",dio,xino=/dev/shm/aufs.xino";
 
@@ -205,6 +206,7 @@ Deno.test("init removes leftover *-removing dirs in mnt and diff, not files of t
     return Promise.resolve();
   }, {
     beforeInit: async (h) => {
+      await markRoot(h.root, "aufs");
       await Deno.mkdir(join(h.root, "diff/123-removing/sub"), { recursive: true });
       await Deno.writeTextFile(join(h.root, "diff/123-removing/sub/f"), "x");
       await Deno.mkdir(join(h.root, "mnt/123-removing"), { recursive: true });

@@ -17,6 +17,7 @@ import {
   type UnionMount,
   UNWIRED_ARCHIVE,
 } from "../lib/union.ts";
+import { markRoot } from "./support/root.ts";
 
 /** A backend that mounts nothing: it remembers targets, and can be slowed down or made to fail. */
 class FakeBackend implements UnionBackend {
@@ -173,7 +174,8 @@ Deno.test("union: the backend's per-layer dirs are made, passed to mount, remove
     assert.equal(exists(join(root, "work/c")), false);
     assert.equal(exists(join(root, "work/c-removing")), false);
     assert.deepEqual(backend.events, ["mount c", `unmount ${join(root, "mnt/c")}`]);
-  }, async ({ root }) => {
+  }, async ({ root, backend }) => {
+    await markRoot(root, backend.name);
     await Deno.mkdir(join(root, "work/old-removing"), { recursive: true });
   });
 });

@@ -9,6 +9,7 @@ import { join } from "node:path";
 import { Errno, errnoOf, type Libc, MS, readTextFileViaLibc } from "../../ffi/libc.ts";
 import { AufsNestedError, AufsNotSupportedError } from "../errors.ts";
 import { AUFS_XINO } from "./branches.ts";
+import { granted } from "../permissions.ts";
 
 /** Options of {@linkcode supportsAufs}. */
 export interface AufsProbeOptions {
@@ -146,10 +147,15 @@ export interface Dirperm1ProbeOptions {
 export async function probeDirperm1(libc: Libc, opts: Dirperm1ProbeOptions = {}): Promise<boolean> {
   const warn = opts.warn ?? (() => {});
   const made: string[] = [];
+  const tmp = opts.tmpDir ?? tmpDirectory();
+  if (!granted({ name: "write", path: tmp }) || !granted({ name: "read", path: tmp })) {
+    warn(`dirperm1 probe skipped: no --allow-read/--allow-write for ${tmp} (taken as unsupported)`);
+    return false;
+  }
   try {
-    const base = await Deno.makeTempDir({ dir: opts.tmpDir, prefix: "storage-aufs-base" });
+    const base = await Deno.makeTempDir({ dir: tmp, prefix: "storage-aufs-base" });
     made.push(base);
-    const union = await Deno.makeTempDir({ dir: opts.tmpDir, prefix: "storage-aufs-union" });
+    const union = await Deno.makeTempDir({ dir: tmp, prefix: "storage-aufs-union" });
     made.push(union);
     try {
       libc.mount("none", union, "aufs", 0n, `br:${base},dirperm1,xino=${AUFS_XINO}`);
@@ -174,6 +180,12 @@ export async function probeDirperm1(libc: Libc, opts: Dirperm1ProbeOptions = {})
       }
     }
   }
+}
+
+/** `$TMPDIR` when it may be read without a prompt and is set, else `/tmp`. */
+function tmpDirectory(): string {
+  if (!granted({ name: "env", variable: "TMPDIR" })) return "/tmp";
+  return Deno.env.get("TMPDIR") || "/tmp";
 }
 
 const dirperm1Answers = new WeakMap<Libc, Promise<boolean>>();

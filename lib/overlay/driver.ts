@@ -12,7 +12,7 @@
  */
 
 import { resolve } from "node:path";
-import { systemLibc } from "../../ffi/libc.ts";
+import { Errno, errnoOf, systemLibc } from "../../ffi/libc.ts";
 import { registerDriver } from "../driver.ts";
 import type { CreateOpts, RemoveOpts } from "../driver.ts";
 import { IncompatibleFsError, LayerError } from "../errors.ts";
@@ -34,16 +34,6 @@ import { checkOverlayMount, supportsDType, sweepStaleProbes } from "./probe.ts";
 export interface OverlayOptions extends UnionDriverOptions {
   /** Kernel module loader tried before the checks (default: `modprobe overlay`, failures ignored). */
   loadModule?: (name: string) => Promise<void>;
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.lstatSync(path);
-    return true;
-  } catch (e) {
-    if (e instanceof Deno.errors.NotFound) return false;
-    throw e;
-  }
 }
 
 /**
@@ -71,11 +61,15 @@ export class OverlayDriver extends UnionDriver {
    * parent must not be on overlay, aufs or eCryptfs (`IncompatibleFsError`);
    * the root is laid out (with `work/` and `l/`) and made a private mount,
    * leftovers are swept (`*-removing` dirs, half-made layers, dangling short
-   * links, probe dirs of a crashed Init older than a minute). Then, in the root: the filesystem must fill in `d_type`, and a
-   * test mount must take the driver's options and write overlay whiteouts
-   * (else `IncompatibleFsError`, with the reason as its `cause`). When a
-   * check after the layout fails, the root's bind mount is undone and a root
-   * this call created is deleted again.
+   * links, probe dirs of a crashed Init). Then, in the root: the filesystem
+   * must fill in `d_type`, and a test mount must take the driver's options
+   * and write overlay whiteouts (else `IncompatibleFsError`, with the reason
+   * as its `cause`); the outcome is cached in `strata.json` per kernel
+   * release, so later opens skip both (and need no free space). When a step
+   * after the layout fails, only what this Init did is undone (its bind
+   * mount, a root it made); other processes' mounts are never touched.
+   * Read-only (`readOnly`): no layout, sweep or probe; the cached probe
+   * results are used for `status`.
    */
   static async init(root: string, opts: OverlayOptions = {}): Promise<OverlayDriver> {
     const libc = opts.libc ?? systemLibc();
@@ -85,8 +79,13 @@ export class OverlayDriver extends UnionDriver {
       loadModule: opts.loadModule,
     });
     const driver = new OverlayDriver(abs, backend, { ...opts, libc });
-    const existed = exists(abs);
     await driver.prepare();
+    const cached = driver.probeRecord()?.results;
+    const options = backend.mountOptions.join(",");
+    if (driver.readOnly) {
+      backend.supportsDType = typeof cached?.dtype === "boolean" ? cached.dtype : undefined;
+      return driver;
+    }
     try {
       backend.links.makeDir();
       const swept = backend.links.sweep();
@@ -94,33 +93,61 @@ export class OverlayDriver extends UnionDriver {
       if (swept.length > 0) {
         driver.#warn(`removed ${swept.length} dangling short link(s) in ${backend.links.dir}`);
       }
-      let dtype: boolean;
-      try {
-        dtype = supportsDType(libc, abs);
-      } catch (e) {
-        throw new IncompatibleFsError("overlay", driver.backingFs, { cause: e });
-      }
-      backend.supportsDType = dtype;
-      if (!dtype) {
-        throw new IncompatibleFsError("overlay", driver.backingFs, {
-          cause: new Error(`the filesystem of ${abs} does not report d_type in directory listings`),
-        });
-      }
-      try {
-        checkOverlayMount(libc, abs, backend.mountOptions);
-      } catch (e) {
-        throw new IncompatibleFsError("overlay", driver.backingFs, { cause: e });
+      if (cached?.dtype === true && cached?.mount === true && cached?.options === options) {
+        backend.supportsDType = true;
+      } else if (driver.#probe(abs, options)) {
+        await driver.recordProbe({ dtype: true, mount: true, options });
       }
     } catch (e) {
-      try {
-        await driver.cleanup();
-        if (!existed) await Deno.remove(abs, { recursive: true });
-      } catch (undo) {
-        driver.#warn(`could not undo the layout of ${abs}: ${(undo as Error).message}`);
-      }
+      driver.abandon();
       throw e;
     }
     return driver;
+  }
+
+  /**
+   * Init's probes in the root: `d_type`, then a test mount. A probe that
+   * fails for want of space or quota (ENOSPC, EDQUOT) is skipped with a
+   * warning, so that a full disk never locks the user out of the commands
+   * that free space; false then (nothing to cache). Other failures throw
+   * `IncompatibleFsError`.
+   */
+  #probe(abs: string, options: string): boolean {
+    const full = (e: unknown): boolean => {
+      for (let c = e, i = 0; c !== undefined && i < 8; i++) {
+        const n = errnoOf(c);
+        if (n === Errno.ENOSPC || n === Errno.EDQUOT) {
+          this.#warn(
+            `skipped the overlay test mount in ${abs}: ${
+              n === Errno.ENOSPC ? "ENOSPC, no space left" : "EDQUOT, quota exceeded"
+            } on ${abs} (free space with strata rm; the test runs at the next open)`,
+          );
+          return true;
+        }
+        c = (c as { cause?: unknown })?.cause;
+      }
+      return false;
+    };
+    let dtype: boolean;
+    try {
+      dtype = supportsDType(this.libc, abs);
+    } catch (e) {
+      if (full(e)) return false;
+      throw new IncompatibleFsError("overlay", this.backingFs, { cause: e });
+    }
+    this.backend.supportsDType = dtype;
+    if (!dtype) {
+      throw new IncompatibleFsError("overlay", this.backingFs, {
+        cause: new Error(`the filesystem of ${abs} does not report d_type in directory listings`),
+      });
+    }
+    try {
+      checkOverlayMount(this.libc, abs, options.split(","));
+    } catch (e) {
+      if (full(e)) return false;
+      throw new IncompatibleFsError("overlay", this.backingFs, { cause: e });
+    }
+    return true;
   }
 
   readonly #onWarning: (message: string) => void;
