@@ -8,6 +8,7 @@
 import { dirname, join } from "node:path";
 import { incompleteRemedy, LayerIncompleteError, LayerNotFoundError } from "../mod.ts";
 import { UsageError } from "./args.ts";
+import { granted } from "../lib/permissions.ts";
 import { type Handler, parentOf, progressFor, requireLayer, stringFlag } from "./context.ts";
 import { openTarInput } from "./decompress.ts";
 import { NotedError } from "./errors.ts";
@@ -106,10 +107,24 @@ async function writeTarFile(
 ): Promise<void> {
   const libc = systemLibc();
   const regular = await isRegularOrMissing(file);
-  const target = regular
-    ? join(dirname(file), `.${file.split("/").pop()}.strata-${Deno.pid}.partial`)
-    : file;
+  const base = file.split("/").pop() ?? "";
+  const target = regular ? join(dirname(file), `.${base}.strata-${Deno.pid}.partial`) : file;
+  if (regular) sweepDeadPartials(dirname(file), base);
   const flags = regular ? O.WRONLY | O.CREAT | O.TRUNC : O.WRONLY;
+  // Ctrl-C or a kill(1) must not leave hundreds of MB of half a tar behind
+  // (listening before the file exists: no instant where it would be left).
+  const onSignal = (signal: Deno.Signal) => () => {
+    if (regular) {
+      try {
+        Deno.removeSync(target);
+      } catch {
+        // already gone
+      }
+    }
+    Deno.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  const handlers = (["SIGINT", "SIGTERM"] as const).map((sig) => [sig, onSignal(sig)] as const);
+  for (const [sig, handler] of handlers) Deno.addSignalListener(sig, handler);
   try {
     const fd = libc.openat(AT.FDCWD, target, flags, 0o644);
     try {
@@ -121,6 +136,39 @@ async function writeTarFile(
   } catch (e) {
     if (regular) await Deno.remove(target).catch(() => {});
     throw new Error(`write ${file}: ${(e as Error).message}`, { cause: e });
+  } finally {
+    for (const [sig, handler] of handlers) Deno.removeSignalListener(sig, handler);
+  }
+}
+
+/**
+ * Delete `.<base>.strata-<pid>.partial` files in `dir` whose process is gone
+ * (a `diff -o` killed with SIGKILL, which no handler sees).
+ */
+function sweepDeadPartials(dir: string, base: string): void {
+  if (!granted({ name: "read", path: "/proc" })) return; // never a permission prompt
+  const prefix = `.${base}.strata-`;
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].filter((e) => e.isFile).map((e) => e.name);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (!name.startsWith(prefix) || !name.endsWith(".partial")) continue;
+    const pid = name.slice(prefix.length, -".partial".length);
+    if (!/^\d+$/.test(pid) || Number(pid) === Deno.pid) continue;
+    try {
+      Deno.lstatSync(`/proc/${pid}`);
+      continue; // that process still runs
+    } catch {
+      // gone: its partial output is garbage
+    }
+    try {
+      Deno.removeSync(join(dir, name));
+    } catch {
+      // removed meanwhile
+    }
   }
 }
 

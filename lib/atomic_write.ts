@@ -64,10 +64,72 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
+function lstatOrUndefined(path: string): Deno.FileInfo | undefined {
+  try {
+    return Deno.lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+function sameFile(a: Deno.FileInfo, b: Deno.FileInfo | undefined): boolean {
+  return b !== undefined && a.ino === b.ino && a.dev === b.dev;
+}
+
+/**
+ * Temp files of {@linkcode writeFileAtomic} in `dir` that no writer holds
+ * any more (left by a killed process): each is a regular file with a
+ * {@linkcode tempName} name whose `flock` can be taken (a live writer holds
+ * it until its rename). With `remove`, they are deleted too. Returns their
+ * paths, sorted; a missing `dir` has none. Never follows a link.
+ *
+ * @example
+ * ```ts
+ * import { staleTempFiles } from "./atomic_write.ts";
+ * console.log(staleTempFiles(await Deno.makeTempDir(), { remove: true })); // []
+ * ```
+ */
+export function staleTempFiles(dir: string, opts: { remove?: boolean } = {}): string[] {
+  let names: string[];
+  try {
+    names = [...Deno.readDirSync(dir)].filter((e) => e.isFile && TEMP_NAME.test(e.name))
+      .map((e) => e.name).sort();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return [];
+    throw new Error(`list ${dir}: ${(e as Error).message}`, { cause: e });
+  }
+  const stale: string[] = [];
+  for (const name of names) {
+    const path = join(dir, name);
+    let f: Deno.FsFile;
+    try {
+      f = Deno.openSync(path, { read: true });
+    } catch {
+      continue; // renamed or removed meanwhile
+    }
+    try {
+      if (!f.tryLockSync(true)) continue; // a live writer
+      if (!sameFile(f.statSync(), lstatOrUndefined(path))) continue; // renamed meanwhile
+      if (opts.remove) Deno.removeSync(path);
+      stale.push(path);
+    } catch {
+      // vanished between the checks: nothing to do
+    } finally {
+      f.close();
+    }
+  }
+  return stale;
+}
+
+/** The names {@linkcode tempName} makes. */
+const TEMP_NAME = /^\.[0-9a-f]{16}\.tmp$/;
+
 /**
  * Replace `dir/name` with `data` atomically (temp file in `dir`, rename).
- * `dir` is created (0700) when missing. On failure the temporary file is
- * removed and the error names the target.
+ * `dir` is created (0700) when missing. The temp file is `flock`ed until it
+ * is renamed, so {@linkcode staleTempFiles} can tell a killed writer's
+ * leftover from a live one. On failure the temporary file is removed and the
+ * error names the target.
  *
  * @example
  * ```ts
@@ -85,20 +147,30 @@ export async function writeFileAtomic(
   const durable = opts.durable ?? true;
   const target = join(dir, name);
   await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
-  const tmp = join(dir, tempName());
-  try {
-    const f = await Deno.open(tmp, { write: true, createNew: true, mode: opts.mode ?? 0o644 });
+  for (let attempt = 0;; attempt++) {
+    const tmp = join(dir, tempName());
     try {
-      let off = 0;
-      while (off < data.length) off += await f.write(data.subarray(off));
-      if (durable) await f.sync();
-    } finally {
-      f.close();
+      const f = await Deno.open(tmp, { write: true, createNew: true, mode: opts.mode ?? 0o644 });
+      try {
+        // Locked until the rename is done: a sweep leaves a locked temp file alone.
+        f.lockSync(true);
+        if (!sameFile(f.statSync(), lstatOrUndefined(tmp))) {
+          // Swept in the instant between open and lock: start again.
+          if (attempt < 3) continue;
+          throw new Error(`${tmp} was removed while being written`);
+        }
+        let off = 0;
+        while (off < data.length) off += await f.write(data.subarray(off));
+        if (durable) await f.sync();
+        await Deno.rename(tmp, target);
+      } finally {
+        f.close();
+      }
+    } catch (e) {
+      await Deno.remove(tmp).catch(() => {}); // may not exist; the original error matters
+      throw new Error(`atomic write of ${target}: ${(e as Error).message}`, { cause: e });
     }
-    await Deno.rename(tmp, target);
-  } catch (e) {
-    await Deno.remove(tmp).catch(() => {}); // may not exist; the original error matters
-    throw new Error(`atomic write of ${target}: ${(e as Error).message}`, { cause: e });
+    break;
   }
   if (durable) await syncDir(dir);
 }

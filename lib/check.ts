@@ -24,6 +24,8 @@ import { TAR_SPLIT_SUFFIX } from "./tar_split_store.ts";
 import { imageLeftovers } from "./image/leftovers.ts";
 import { rootPair } from "./archive/idmap.ts";
 import { describeIncomplete } from "./incomplete.ts";
+import { staleTempFiles } from "./atomic_write.ts";
+import { staleProbeDirs } from "./overlay/probe.ts";
 
 /**
  * The kinds of problem `checkRoot` reports.
@@ -59,7 +61,19 @@ export type FindingKind =
   /** A layer's chain names itself or one ancestor twice. */
   | "chain-cycle"
   /** A layer's chain disagrees with its parent's (one of the two was truncated or emptied). */
-  | "chain-mismatch";
+  | "chain-mismatch"
+  /** A mount count file that is not a count (garbage, negative, a directory). */
+  | "bad-count"
+  /** Something not of this driver's filesystem is mounted on `mnt/<id>`. */
+  | "foreign-mount"
+  /** A lock file of a layer that does not exist. */
+  | "stale-lock"
+  /** A temp file of an atomic write whose writer was killed. */
+  | "temp-file"
+  /** A probe scratch dir (maybe with its test mount) of a killed Init. */
+  | "probe-leftover"
+  /** A backend's entry of a layer that is gone (overlay: a dangling short link in `l/`). */
+  | "stray-entry";
 
 /**
  * What became of a finding.
@@ -249,8 +263,10 @@ export async function checkRoot(
 
   await checkLayerShape(driver, chains, completeSet, repair, add);
 
-  // Incomplete layers.
+  // Incomplete layers. One whose lock is held is being worked on right now
+  // (an apply in another process): not a problem, unless repair waits it out.
   for (const { id, why } of incomplete) {
+    if (!repair && driver.isLayerBusy(id)) continue;
     const f = add({
       kind: "incomplete",
       id,
@@ -269,7 +285,19 @@ export async function checkRoot(
     const name = mp.slice(slash + 1);
     const path = join(mntDir, name);
     const isLayer = known.has(name);
+    if (!driver.isMounted(path)) {
+      // Not a union of this driver: strata did not mount it, so it never unmounts it.
+      const f = add({
+        kind: "foreign-mount",
+        id: isLayer ? name : undefined,
+        path,
+        detail: "something that is not a " + driver.name + " union is mounted here",
+      });
+      if (repair) refuse(f, "strata did not mount it; unmount it yourself");
+      continue;
+    }
     if (isLayer && (await counts.get(name, null)) > 0) continue;
+    if (!repair && layerIdProblem(name) === undefined && driver.isLayerBusy(name)) continue;
     const f = add({
       kind: "stale-mount",
       id: isLayer ? name : undefined,
@@ -284,6 +312,22 @@ export async function checkRoot(
   // References recorded for unions that are not mounted, or for no layer.
   for (const name of namesIn(join(driver.root, "counts"))) {
     if (layerIdProblem(name) !== undefined) continue; // temp files of the count writer
+    const bad = await counts.problem(name);
+    if (bad !== undefined) {
+      const chain = chains.get(name);
+      const f = add({
+        kind: "bad-count",
+        id: name,
+        path: join(driver.root, "counts", name),
+        detail: bad,
+      });
+      if (repair) {
+        const mountPath = chain !== undefined && chain.length > 0 ? driver.mountDir(name) : null;
+        await attempt(f, () => driver.withLayerLock(name, () => counts.rebuild(name, mountPath)));
+        if (f.state === "repaired") f.detail += "; rebuilt from the mount table";
+      }
+      continue;
+    }
     const stored = await counts.get(name, null);
     if (stored === 0) continue;
     const chain = chains.get(name);
@@ -353,6 +397,8 @@ export async function checkRoot(
     if (repair) await attempt(f, () => Deno.remove(path, { recursive: true }));
   }
 
+  await checkLeftovers(driver, known, add, repair);
+
   const clean = findings.every((f) => f.state === "repaired" || f.state === "vanished");
   return { root: driver.root, driver: driver.name, layers: known.size, findings, clean };
 }
@@ -404,6 +450,9 @@ async function repairStaleMount(
     if (!driver.isMounted(path)) return false;
     if (layerIdProblem(name) === undefined && (await counts.get(name, null)) > 0) return false;
     await driver.backend.unmount(path);
+    if (mountpointsUnder(path, driver.procRoot).includes(realPath(path))) {
+      throw new Error(`${path} is still mounted after the unmount (another mount under it)`);
+    }
     return true;
   };
   try {
@@ -645,5 +694,63 @@ async function checkLayerDirs(
         }));
       if (f.state === "repaired") f.detail += "; made again (it holds nothing of its own)";
     }
+  }
+}
+
+/**
+ * Leftovers that belong to no layer: lock files of layers that are gone,
+ * temp files of atomic writes whose writer was killed, and probe scratch
+ * dirs (and their test mounts) of a killed Init. Held locks, temp files and
+ * probe dirs belong to live processes and are not reported.
+ */
+async function checkLeftovers(
+  driver: UnionDriver,
+  known: ReadonlySet<string>,
+  add: (f: Omit<Finding, "state">) => Finding,
+  repair: boolean,
+): Promise<void> {
+  const locks = join(driver.root, "locks");
+  for (const name of namesIn(locks)) {
+    if (layerIdProblem(name) !== undefined || known.has(name)) continue;
+    if (driver.isLayerBusy(name)) continue;
+    const path = join(locks, name);
+    const f = add({ kind: "stale-lock", id: name, path, detail: "lock file of no layer" });
+    // Taking the lock of a layer that is not there deletes its file on release.
+    if (repair) await attempt(f, () => driver.withLayerLock(name, () => Promise.resolve()));
+  }
+  const metaDirs = [driver.root, driver.store.layersDir, driver.store.incompleteDir];
+  for (const dir of [...metaDirs, join(driver.root, "counts")]) {
+    // With repair, each is deleted as it is found free (a live writer holds its lock).
+    for (const path of staleTempFiles(dir, { remove: repair })) {
+      const f = add({ kind: "temp-file", path, detail: "temp file of a write that was cut short" });
+      if (repair) f.state = "repaired";
+    }
+  }
+  const stray = driver.backend.strayEntries?.() ?? [];
+  const swept = repair && stray.length > 0
+    ? new Set(driver.backend.sweepStrayEntries?.() ?? [])
+    : new Set<string>();
+  for (const path of stray) {
+    const f = add({
+      kind: "stray-entry",
+      path,
+      detail: `${driver.name} entry of a layer that is gone`,
+    });
+    if (repair) {
+      f.state = swept.has(path) ? "repaired" : "vanished";
+      if (f.state === "repaired") f.detail += "; removed";
+    }
+  }
+  const probes = await staleProbeDirs(driver.libc, driver.root, { procRoot: driver.procRoot });
+  for (const path of probes) {
+    const mounted = mountpointsUnder(path, driver.procRoot).length > 0;
+    const f = add({
+      kind: "probe-leftover",
+      path,
+      detail: `scratch dir of an Init that was killed${
+        mounted ? ", its test mount still mounted" : ""
+      }`,
+    });
+    if (repair) await attempt(f, () => ensureRemoveAll(driver.libc, path, driver.procRoot));
   }
 }

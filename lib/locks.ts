@@ -142,23 +142,68 @@ export class LayerLocks {
   #keyed = new KeyedLock();
   #global = new Mutex();
   #ready: Promise<void> | undefined;
+  readonly #keep: ((id: string) => boolean) | undefined;
 
-  /** `lockDir` (e.g. `R/locks`) is created, 0700, on first use. */
-  constructor(lockDir: string) {
+  /**
+   * `lockDir` (e.g. `R/locks`) is created, 0700, on first use. With `keep`,
+   * a layer's lock file is deleted when a holder is done and `keep(id)` says
+   * the layer is not there (a create that failed, a get of an unknown id):
+   * lock files never outlive their layers.
+   */
+  constructor(lockDir: string, opts: { keep?: (id: string) => boolean } = {}) {
     this.lockDir = lockDir;
+    this.#keep = opts.keep;
   }
 
   /** Run `fn` holding layer `id`'s lock (in-process and cross-process). */
   async withLayer<T>(id: string, fn: () => Promise<T>): Promise<T> {
     validateLayerId(id);
     return await this.#keyed.run(id, async () => {
-      const file = await this.#flock(join(this.lockDir, id));
+      const path = join(this.lockDir, id);
+      const file = await this.#flock(path);
       try {
         return await fn();
       } finally {
+        try {
+          // Still holding it: waiters notice the unlink and lock a new file.
+          if (this.#keep !== undefined && !this.#keep(id)) Deno.removeSync(path);
+        } catch {
+          // gone already, or the layer's state cannot be read: keep the file
+        }
         file.close();
       }
     });
+  }
+
+  /**
+   * Whether another holder (any process, or another open of this file)
+   * holds layer `id`'s lock now. Creates nothing: a missing lock file is
+   * "not held". Does not wait.
+   *
+   * @example
+   * ```ts
+   * import { LayerLocks } from "./locks.ts";
+   * const locks = new LayerLocks(await Deno.makeTempDir());
+   * console.log(locks.isHeld("abc")); // false
+   * ```
+   */
+  isHeld(id: string): boolean {
+    validateLayerId(id);
+    const path = join(this.lockDir, id);
+    let f: Deno.FsFile;
+    try {
+      if (lstatKind(path, "file") === undefined) return false;
+      f = Deno.openSync(path, { read: true });
+    } catch {
+      return false;
+    }
+    try {
+      if (!f.tryLockSync(true)) return true;
+      f.unlockSync();
+      return false;
+    } finally {
+      f.close();
+    }
   }
 
   /**

@@ -63,11 +63,54 @@ export class MountCounts {
 
   /**
    * The stored count of `id`; when `path` is given, reconciled with the mount
-   * table as a change would be (nothing is written).
+   * table as a change would be (nothing is written). A count file that is
+   * not a count (garbage, a negative number, a directory) counts as 0 for a
+   * layer never mounted and as the mount table says otherwise: one bad file
+   * never stops the store; {@linkcode MountCounts.problem} reports it.
    */
   async get(id: string, path: string | null = null): Promise<number> {
     validateLayerId(id);
     return this.#reconcile(await this.#read(id), path);
+  }
+
+  /**
+   * What is wrong with `id`'s count file, or `undefined` when it is a count
+   * or absent. Nothing is written.
+   */
+  async problem(id: string): Promise<string | undefined> {
+    validateLayerId(id);
+    const file = join(this.dir, id);
+    let text: string;
+    try {
+      const st = await Deno.lstat(file);
+      if (!st.isFile) return `${file} is not a regular file`;
+      text = await Deno.readTextFile(file);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotFound) return undefined;
+      return `${file} cannot be read: ${(e as Error).message}`;
+    }
+    return parseCount(text) === undefined
+      ? `${file} holds ${JSON.stringify(text.slice(0, 40))}, not a count`
+      : undefined;
+  }
+
+  /**
+   * Rewrite `id`'s count from the mount table: 1 when `path` is mounted, else
+   * none. A bad entry in its place is deleted first (a directory only when
+   * empty: anything else in it is not strata's).
+   */
+  async rebuild(id: string, path: string | null): Promise<void> {
+    validateLayerId(id);
+    const file = join(this.dir, id);
+    try {
+      const st = await Deno.lstat(file);
+      if (st.isDirectory) await Deno.remove(file);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        throw new LayerError(id, "rebuild mount count", file, e);
+      }
+    }
+    await this.#write(id, path !== null && this.#isMounted(path) ? 1 : 0);
   }
 
   /** Forget `id`'s count (e.g. when the layer is removed). */
@@ -75,9 +118,11 @@ export class MountCounts {
     await this.#write(id, 0);
   }
 
-  #reconcile(stored: number, path: string | null): number {
-    if (path === null) return stored;
+  /** `stored` (undefined: unreadable) reconciled with whether `path` is mounted. */
+  #reconcile(stored: number | undefined, path: string | null): number {
+    if (path === null) return stored ?? 0;
     const mounted = this.#isMounted(path);
+    if (stored === undefined) return mounted ? 1 : 0;
     if (stored === 0 && mounted) return 1;
     if (stored > 0 && !mounted) return 0;
     return stored;
@@ -90,31 +135,26 @@ export class MountCounts {
     return next;
   }
 
-  async #read(id: string): Promise<number> {
+  /** The stored count; 0 when absent, undefined when the entry is not a count. */
+  async #read(id: string): Promise<number | undefined> {
     const file = join(this.dir, id);
     let text: string;
     try {
       text = await Deno.readTextFile(file);
     } catch (e) {
       if (e instanceof Deno.errors.NotFound) return 0;
-      throw new LayerError(id, "read mount count", file, e);
+      return undefined; // a directory, or unreadable: the mount table decides
     }
-    const t = text.trim();
-    if (t === "") return 0; // torn by a crash (the file is not fsynced): reconciliation fixes it
-    if (!/^\d+$/.test(t)) {
-      throw new LayerError(
-        id,
-        "read mount count",
-        file,
-        new Error(`not a count: ${JSON.stringify(text)}`),
-      );
-    }
-    return Number(t);
+    return parseCount(text);
   }
 
   async #write(id: string, count: number): Promise<void> {
     const file = join(this.dir, id);
     try {
+      const st = await Deno.lstat(file).catch(() => undefined);
+      if (st !== undefined && !st.isFile) {
+        throw new Error("it is not a regular file: `strata check --repair` rebuilds it");
+      }
       if (count === 0) {
         await Deno.remove(file).catch((e) => {
           if (!(e instanceof Deno.errors.NotFound)) throw e;
@@ -126,4 +166,12 @@ export class MountCounts {
       throw new LayerError(id, "write mount count", file, e);
     }
   }
+}
+
+/** A count file's number: decimal digits and `"\n"`; empty (torn by a crash) is 0; else undefined. */
+function parseCount(text: string): number | undefined {
+  const t = text.trim();
+  if (t === "") return 0; // torn by a crash (the file is not fsynced): reconciliation fixes it
+  if (!/^\d{1,15}$/.test(t)) return undefined;
+  return Number(t);
 }

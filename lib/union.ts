@@ -56,6 +56,7 @@ import { atomicRemove, ensureRemoveAll, sweepRemoving } from "./remove.ts";
 import { LayerStore } from "./store.ts";
 import { layerArchive, withSource } from "./layer_archive.ts";
 import { TarSplitStore } from "./tar_split_store.ts";
+import { staleTempFiles } from "./atomic_write.ts";
 import {
   adoptionProblem,
   kernelRelease,
@@ -146,6 +147,19 @@ export interface UnionBackend {
   unmount(target: string): Promise<void>;
   /** The backend's own status pairs, shown after the generic ones. */
   status(): Promise<[string, string][]>;
+  /**
+   * Forget what the backend keeps for layer `id` beyond its dirs (overlay:
+   * its short link). Called by remove under the layer's lock, after the
+   * layer's dirs are gone. Optional.
+   */
+  forget?(id: string): void;
+  /**
+   * Entries the backend keeps in the root that belong to no layer any more
+   * (overlay: dangling short links), for `check`. Nothing is changed. Optional.
+   */
+  strayEntries?(): string[];
+  /** Delete what {@linkcode UnionBackend.strayEntries} reports; the paths deleted. Optional. */
+  sweepStrayEntries?(): string[];
 }
 
 /**
@@ -393,7 +407,7 @@ export class UnionDriver implements Driver {
     this.#createRoot = opts.createRoot ?? true;
     this.store = new LayerStore(this.root);
     this.tarSplit = new TarSplitStore(this.root);
-    this.#locks = new LayerLocks(join(this.root, "locks"));
+    this.#locks = new LayerLocks(join(this.root, "locks"), { keep: (id) => this.#present(id) });
     this.#counts = new MountCounts(join(this.root, "counts"), (p) => backend.isMounted(p));
   }
 
@@ -502,6 +516,11 @@ export class UnionDriver implements Driver {
           (path, e) => this.#warn(`could not remove stale ${path}: ${message(e)}`),
         );
       }
+      // Temp files of atomic writes whose writer was killed (live ones are locked).
+      for (const dir of [this.root, this.store.layersDir, this.store.incompleteDir]) {
+        staleTempFiles(dir, { remove: true });
+      }
+      staleTempFiles(join(this.root, "counts"), { remove: true });
       for (const { id, why } of await this.store.incomplete()) {
         if (why !== CREATING) {
           // An interrupted apply: the layer's data may be partial. Say so;
@@ -1201,10 +1220,33 @@ export class UnionDriver implements Driver {
         throw new LayerError(id, "remove", dir, e);
       }
     }
+    try {
+      this.backend.forget?.(id);
+    } catch (e) {
+      throw new LayerError(id, `remove: forget in ${this.name} backend`, "", e);
+    }
     await this.#counts.reset(id);
     this.#held.delete(id);
     await this.store.clearIncomplete(id);
     await this.#locks.discard(id);
+  }
+
+  /** Whether `id` has a chain file or an incomplete marker (any entry: wrong types are reported elsewhere). */
+  #present(id: string): boolean {
+    for (const dir of [this.store.layersDir, this.store.incompleteDir]) {
+      try {
+        Deno.lstatSync(join(dir, id));
+        return true;
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound)) return true;
+      }
+    }
+    return false;
+  }
+
+  /** Whether another process (or holder) holds layer `id`'s lock now; creates nothing. */
+  isLayerBusy(id: string): boolean {
+    return this.#locks.isHeld(id);
   }
 
   #isDir(path: string): boolean {

@@ -132,17 +132,9 @@ async function fullDiskScenario(
   }
 }
 
-/**
- * Ignored until issue 9 item 2 lands (saferoot): Init's overlay test mount
- * needs free space, so every command on the full root fails, and the failed
- * Init's cleanup unmounts layers other processes hold.
- */
-const INIT_NEEDS_SPACE = true;
-
 Deno.test({
   name: "disk full (tmpfs size=20m): apply fails with ENOSPC, every command still works, held " +
-    "mounts stay [ignored: issue 9 item 2, Init fails on a full disk and unmounts held layers]",
-  ignore: INIT_NEEDS_SPACE,
+    "mounts stay",
   fn: async (t) => {
     await fullDiskScenario(t, "size=20m,mode=0700", "bytes", async (d) => {
       await Deno.writeFile(join(d, "big"), new Uint8Array(24 * 1024 * 1024).fill(0x61));
@@ -152,8 +144,7 @@ Deno.test({
 
 Deno.test({
   name: "inodes exhausted (tmpfs nr_inodes=500): apply fails with ENOSPC, every command still " +
-    "works [ignored: issue 9 item 2, Init fails on a full disk and unmounts held layers]",
-  ignore: INIT_NEEDS_SPACE,
+    "works",
   fn: async (t) => {
     await fullDiskScenario(t, "size=64m,nr_inodes=500,mode=0700", "inodes", async (d) => {
       for (let i = 0; i < 600; i++) await Deno.writeTextFile(join(d, `f${i}`), "");

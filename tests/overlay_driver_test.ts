@@ -213,7 +213,7 @@ Deno.test("init refuses a filesystem without d_type, undoes its bind mount and r
   }
 });
 
-Deno.test("init removes -removing leftovers, dangling short links and stale probe dirs", async () => {
+Deno.test("init removes -removing leftovers, dangling short links and probe dirs of killed Inits", async () => {
   await withOverlay(async (driver, h) => {
     await driver.create("kept", "");
     const [keptLink] = listing(join(h.root, "l"));
@@ -230,11 +230,17 @@ Deno.test("init removes -removing leftovers, dangling short links and stale prob
       0n,
       `lowerdir=${stale}/lower,upperdir=${stale}/upper,workdir=${stale}/work`,
     );
-    Deno.utimeSync(stale, 1_000_000, 1_000_000);
     const fresh = join(h.root, ".dtype-probe-running");
     Deno.mkdirSync(fresh);
+    // A running Init holds its probe dir's flock: that, not its age, keeps it.
+    const running = Deno.openSync(fresh, { read: true });
+    running.lockSync(true);
 
-    await OverlayDriver.init(h.root, h.options);
+    try {
+      await OverlayDriver.init(h.root, h.options);
+    } finally {
+      running.close();
+    }
     for (const d of ["work", "diff", "mnt"]) {
       assert.equal(exists(join(h.root, d, "123-removing")), false, d);
     }

@@ -86,19 +86,38 @@ Deno.test("a get in one process and a put in another balance", () =>
     assert.equal(await new MountCounts(join(root, "counts"), () => false).get("shared"), 0);
   }));
 
-Deno.test("a corrupt count file is an error naming the layer and file", () =>
+Deno.test("a garbage count (abc, -1, a directory) is taken from the mount table, reported, rebuilt", () =>
   inTemp(async (dir) => {
-    await Deno.mkdir(join(dir, "counts"));
-    await Deno.writeTextFile(join(dir, "counts", "L"), "lots\n");
-    const c = new MountCounts(join(dir, "counts"), () => false);
+    const counts = join(dir, "counts");
+    await Deno.mkdir(counts);
+    let mounted = false;
+    const c = new MountCounts(counts, () => mounted);
+    for (const bad of ["abc\n", "-1\n", "99999999999999999999\n"]) {
+      await Deno.writeTextFile(join(counts, "L"), bad);
+      assert.equal(await c.get("L", null), 0, bad);
+      assert.equal(await c.get("L", "/mnt/L"), 0, bad);
+      mounted = true;
+      assert.equal(await c.get("L", "/mnt/L"), 1, `${bad}: mounted counts as 1`);
+      mounted = false;
+      assert.match((await c.problem("L")) ?? "", /counts\/L holds .*not a count/);
+      assert.equal(await c.increment("L", "/mnt/L"), 1, "a change overwrites the garbage");
+      assert.equal(await c.problem("L"), undefined);
+    }
+    await Deno.remove(join(counts, "L"));
+    await Deno.mkdir(join(counts, "L"));
+    assert.equal(await c.get("L", null), 0);
+    assert.match((await c.problem("L")) ?? "", /counts\/L is not a regular file/);
     await assert.rejects(c.increment("L", null), (e: unknown) => {
       assert.ok(e instanceof LayerError);
-      assert.match(e.message, /"L"/);
-      assert.match(e.message, /counts\/L/);
+      assert.match(e.message, /"L".*counts\/L.*check --repair/);
       return true;
     });
-    await Deno.writeTextFile(join(dir, "counts", "L"), ""); // torn by a crash: counts as 0
-    assert.equal(await c.increment("L", null), 1);
+    mounted = true;
+    await c.rebuild("L", "/mnt/L");
+    assert.equal(await c.problem("L"), undefined);
+    assert.equal(await c.get("L", null), 1, "rebuilt from the mount table");
+    await Deno.writeTextFile(join(counts, "L"), ""); // torn by a crash: counts as 0
+    assert.equal(await c.get("L", null), 0);
   }));
 
 Deno.test("invalid ids are refused", () =>

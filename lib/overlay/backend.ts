@@ -138,6 +138,34 @@ export class OverlayBackend implements UnionBackend {
     return Promise.resolve();
   }
 
+  /** Delete layer `id`'s short link (remove calls it under the layer's lock, after its dirs). */
+  forget(id: string): void {
+    this.links.remove(id);
+  }
+
+  /** Short links whose layer is gone (no `diff/<id>` or no `layers/<id>`); nothing is changed. */
+  strayEntries(): string[] {
+    const out: string[] = [];
+    for (const [name, id] of this.links.list()) {
+      if (id === undefined) continue;
+      const has = (dir: string) => {
+        try {
+          Deno.lstatSync(`${this.root}/${dir}/${id}`);
+          return true;
+        } catch {
+          return false;
+        }
+      };
+      if (!has("diff") || !has("layers")) out.push(`${this.links.dir}/${name}`);
+    }
+    return out.sort();
+  }
+
+  /** Delete the short links whose layer is gone; their paths. */
+  sweepStrayEntries(): string[] {
+    return this.links.sweep().map((name) => `${this.links.dir}/${name}`);
+  }
+
   /** `umount2(target, 0)`; its error is thrown as is. */
   unmount(target: string): Promise<void> {
     this.#libc.umount2(target, 0);

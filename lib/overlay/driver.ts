@@ -14,7 +14,7 @@
 import { resolve } from "node:path";
 import { Errno, errnoOf, systemLibc } from "../../ffi/libc.ts";
 import { registerDriver } from "../driver.ts";
-import type { CreateOpts, RemoveOpts } from "../driver.ts";
+import type { CreateOpts } from "../driver.ts";
 import { IncompatibleFsError, LayerError } from "../errors.ts";
 import { UnionDriver, type UnionDriverOptions } from "../union.ts";
 import { OverlayBackend } from "./backend.ts";
@@ -188,22 +188,6 @@ export class OverlayDriver extends UnionDriver {
         );
       }
       throw new LayerError(id, "create: short link", this.backend.links.dir, e);
-    }
-  }
-
-  /**
-   * Remove layer `id` (see `UnionDriver.remove`), then its short links
-   * (unless the id was made again meanwhile). A crash in between leaves a
-   * dangling link, swept at the next Init.
-   */
-  override async remove(id: string, opts?: RemoveOpts): Promise<void> {
-    await super.remove(id, opts);
-    try {
-      await this.withLayerLock(id, async () => {
-        if (!(await this.exists(id))) this.backend.links.remove(id);
-      });
-    } catch (e) {
-      throw new LayerError(id, "remove: short link", this.backend.links.dir, e);
     }
   }
 }

@@ -102,10 +102,85 @@ function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
 const PROBE_PREFIXES = [".dtype-probe-", ".overlay-probe-"];
 
 /**
- * Delete probe scratch dirs a crashed Init left in `dir` (unmounting a probe
- * union still mounted there first). Entries younger than `minAgeMs` (default
- * one minute) are left alone: another process's Init may be probing right
- * now. Returns the names deleted; failures go to `warn`.
+ * Make the probe scratch dir `path` and take an exclusive `flock` on it,
+ * held until the returned file is closed: a sweep in another process leaves
+ * a locked probe dir alone, and takes any other as a crashed Init's.
+ */
+function lockedScratchDir(libc: Libc, path: string, mode: number): Deno.FsFile {
+  libc.mkdirat(AT.FDCWD, path, mode);
+  const f = Deno.openSync(path, { read: true });
+  try {
+    f.lockSync(true);
+    const now = libc.fstatat(AT.FDCWD, path, AT.SYMLINK_NOFOLLOW);
+    const held = f.statSync();
+    if (held.ino !== now.ino) throw new Error(`${path} was replaced while being locked`);
+  } catch (e) {
+    f.close();
+    throw e;
+  }
+  return f;
+}
+
+/** Whether `path` (a probe dir) is free to take: its Init is gone. */
+function unheld(path: string): boolean {
+  let f: Deno.FsFile;
+  try {
+    f = Deno.openSync(path, { read: true });
+  } catch {
+    return false; // gone meanwhile
+  }
+  try {
+    return f.tryLockSync(true);
+  } finally {
+    f.close();
+  }
+}
+
+/**
+ * Probe scratch dirs in `dir` (`.dtype-probe-*`, `.overlay-probe-*`) that
+ * no live Init holds (left by a killed one, maybe with the test union still
+ * mounted inside), sorted. With `remove`, each is unmounted below and
+ * deleted; failures go to `warn`. Dirs of an Init running now are locked and
+ * left alone, silently; one that vanishes meanwhile is not an error.
+ *
+ * @example
+ * ```ts
+ * import { staleProbeDirs } from "./probe.ts";
+ * import { systemLibc } from "../../ffi/libc.ts";
+ * console.log(await staleProbeDirs(systemLibc(), await Deno.makeTempDir())); // []
+ * ```
+ */
+export async function staleProbeDirs(
+  libc: Libc,
+  dir: string,
+  opts: { procRoot?: string; remove?: boolean; warn?: (message: string) => void } = {},
+): Promise<string[]> {
+  const stale: string[] = [];
+  let entries: Deno.DirEntry[];
+  try {
+    entries = [...Deno.readDirSync(dir)];
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return [];
+    throw e;
+  }
+  for (const entry of entries.sort((a, b) => (a.name < b.name ? -1 : 1))) {
+    if (!entry.isDirectory || !PROBE_PREFIXES.some((p) => entry.name.startsWith(p))) continue;
+    const path = join(dir, entry.name);
+    if (!unheld(path)) continue;
+    stale.push(path);
+    if (!opts.remove) continue;
+    try {
+      await ensureRemoveAll(libc, path, opts.procRoot);
+    } catch (e) {
+      opts.warn?.(`could not remove the stale probe dir ${path}: ${(e as Error).message}`);
+    }
+  }
+  return stale;
+}
+
+/**
+ * Delete probe scratch dirs a killed Init left in `dir` (see
+ * {@linkcode staleProbeDirs}); returns the names deleted.
  *
  * @example
  * ```ts
@@ -117,23 +192,19 @@ const PROBE_PREFIXES = [".dtype-probe-", ".overlay-probe-"];
 export async function sweepStaleProbes(
   libc: Libc,
   dir: string,
-  opts: { procRoot?: string; minAgeMs?: number; warn?: (message: string) => void } = {},
+  opts: { procRoot?: string; warn?: (message: string) => void } = {},
 ): Promise<string[]> {
-  const minAge = opts.minAgeMs ?? 60_000;
-  const gone: string[] = [];
-  for (const entry of Deno.readDirSync(dir)) {
-    if (!entry.isDirectory || !PROBE_PREFIXES.some((p) => entry.name.startsWith(p))) continue;
-    const path = join(dir, entry.name);
-    try {
-      const st = libc.fstatat(AT.FDCWD, path, AT.SYMLINK_NOFOLLOW);
-      if (Date.now() - (st.mtimeSec * 1000 + st.mtimeNsec / 1e6) < minAge) continue;
-      await ensureRemoveAll(libc, path, opts.procRoot);
-      gone.push(entry.name);
-    } catch (e) {
-      opts.warn?.(`could not remove the stale probe dir ${path}: ${(e as Error).message}`);
-    }
+  const gone = await staleProbeDirs(libc, dir, { ...opts, remove: true });
+  return gone.filter((p) => !exists(p)).map((p) => p.slice(p.lastIndexOf("/") + 1));
+}
+
+function exists(path: string): boolean {
+  try {
+    Deno.lstatSync(path);
+    return true;
+  } catch {
+    return false;
   }
-  return gone;
 }
 
 function randomSuffix(): string {
@@ -157,7 +228,7 @@ function randomSuffix(): string {
 export function supportsDType(libc: Libc, dir: string): boolean {
   const name = `${PROBE_PREFIXES[0]}${randomSuffix()}`;
   const entry = join(dir, name);
-  libc.mkdirat(AT.FDCWD, entry, 0o700);
+  const lock = lockedScratchDir(libc, entry, 0o700);
   try {
     const fd = libc.openat(AT.FDCWD, dir, O.RDONLY | O.DIRECTORY);
     try {
@@ -169,7 +240,11 @@ export function supportsDType(libc: Libc, dir: string): boolean {
       libc.close(fd);
     }
   } finally {
-    libc.unlinkat(AT.FDCWD, entry, AT.REMOVEDIR);
+    try {
+      libc.unlinkat(AT.FDCWD, entry, AT.REMOVEDIR);
+    } finally {
+      lock.close();
+    }
   }
 }
 
@@ -207,7 +282,7 @@ function typeOf(libc: Libc, path: string): number {
 export function checkOverlayMount(libc: Libc, dir: string, options: readonly string[]): void {
   const base = join(dir, `${PROBE_PREFIXES[1]}${randomSuffix()}`);
   const p = (name: string) => join(base, name);
-  Deno.mkdirSync(base, { mode: 0o700 });
+  const lock = lockedScratchDir(libc, base, 0o700);
   try {
     for (const d of ["lower1", "lower2", "lower2/sub", "upper", "work", "merged"]) {
       Deno.mkdirSync(p(d), { mode: 0o700 });
@@ -261,6 +336,10 @@ export function checkOverlayMount(libc: Libc, dir: string, options: readonly str
       );
     }
   } finally {
-    Deno.removeSync(base, { recursive: true });
+    try {
+      Deno.removeSync(base, { recursive: true });
+    } finally {
+      lock.close();
+    }
   }
 }

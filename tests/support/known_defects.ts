@@ -19,22 +19,7 @@ export interface KnownDefect {
 }
 
 /** The defects not fixed yet. */
-export const KNOWN_DEFECTS: KnownDefect[] = [
-  {
-    defect: "issue 9 item 9: a lock file stays for every layer that is gone",
-    problem: /(not reported by check|after repair|left in the root): \S*\/locks\/[^/ ]+$/,
-  },
-  {
-    defect: "issue 9 item 9: atomic-write temp files left by a kill are never swept",
-    problem: /(not reported by check|after repair): \S*\/\.[0-9a-f]{16}\.tmp$/,
-  },
-  {
-    defect:
-      "issue 9 item 9: a kill during Init's probe leaves probe dirs and mounts check does not report",
-    problem:
-      /(not reported by check|after repair|still mounted after repair): \S*\/\.(overlay|dtype)-probe-/,
-  },
-];
+export const KNOWN_DEFECTS: KnownDefect[] = [];
 
 /**
  * Split `problems` into the unexplained ones (returned) and the known ones
