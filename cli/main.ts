@@ -45,8 +45,8 @@ const HANDLERS: Record<string, Handler> = {
 /** Commands that only read: their driver is opened read-only (Init changes nothing). */
 const READ_ONLY_COMMANDS = new Set(["status", "layers", "exists", "diff", "changes", "diff-size"]);
 
-/** Commands that may make the root when it does not exist yet. */
-const ROOT_MAKING_COMMANDS = new Set(["create", "import"]);
+/** Commands that may make the root when it does not exist yet (they add layers or images). */
+const ROOT_MAKING_COMMANDS = new Set(["create", "import", "image", "commit"]);
 
 /**
  * How `command` opens the driver: read-only for the commands that only read

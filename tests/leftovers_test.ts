@@ -233,9 +233,17 @@ Deno.test("diff -o cleans its partial file when interrupted by SIGINT or SIGTERM
         console.log(`diff -o finished before ${signal} could interrupt it; case not exercised`);
         continue;
       }
-      assert.equal(status.code, code, signal);
+      // Never a partial file: either the signal stopped it (130/143, no output), or the
+      // writer was in a synchronous stretch and finished first (a whole tar under FILE).
       assert.deepEqual(names(h.base).filter((n) => n.endsWith(".partial")), [], signal);
-      assert.throws(() => Deno.statSync(out), Deno.errors.NotFound);
+      assert.ok([0, code].includes(status.code ?? -1), `${signal}: exit ${status.code}`);
+      let size = -1;
+      try {
+        size = Deno.statSync(out).size;
+      } catch {
+        // not written: the signal came first
+      }
+      assert.ok(size === -1 || size >= 48 << 20, `${signal}: FILE is whole or absent`);
     }
   }, { tmpfs: true });
 });
