@@ -85,6 +85,7 @@ export type {
   MountedLayer,
   MountOpts,
   OperationOpts,
+  PutOpts,
   RemoveOpts,
 } from "./lib/driver.ts";
 export { validateLayerId } from "./lib/ids.ts";

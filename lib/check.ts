@@ -73,7 +73,9 @@ export type FindingKind =
   /** A probe scratch dir (maybe with its test mount) of a killed Init. */
   | "probe-leftover"
   /** A backend's entry of a layer that is gone (overlay: a dangling short link in `l/`). */
-  | "stray-entry";
+  | "stray-entry"
+  /** A reference taken for one operation by a process that died before releasing it (`refs/`). */
+  | "dead-reference";
 
 /**
  * What became of a finding.
@@ -276,6 +278,19 @@ export async function checkRoot(
     if (repair) await repairIncomplete(driver, f, id);
   }
 
+  // References of processes killed between get and put.
+  for (const { id, path } of driver.refs.dead()) {
+    const f = add({
+      kind: "dead-reference",
+      id,
+      path,
+      detail: `a reference taken for one operation by process ${
+        path.slice(path.lastIndexOf("/") + 1).split(".")[0]
+      }, which is gone`,
+    });
+    if (repair) await repairDeadReference(driver, f, id, path, known.has(id));
+  }
+
   // Mounts under mnt/ with no reference recorded.
   const mntDir = join(driver.root, "mnt");
   const mntReal = realPath(mntDir);
@@ -437,6 +452,25 @@ async function repairIncomplete(driver: UnionDriver, f: Finding, id: string): Pr
   }
   await attempt(f, () => driver.remove(id));
   if (f.state === "repaired") f.detail += "; removed";
+}
+
+async function repairDeadReference(
+  driver: UnionDriver,
+  f: Finding,
+  id: string,
+  path: string,
+  isLayer: boolean,
+): Promise<void> {
+  try {
+    const done = isLayer && layerIdProblem(id) === undefined
+      ? await driver.dropDeadReference(id, path)
+      : (await driver.refs.removeRecord(id, path), true);
+    f.state = done ? "repaired" : "vanished";
+    if (done) f.detail += "; reference released";
+  } catch (e) {
+    f.state = "failed";
+    f.detail += `; repair failed: ${message(e)}`;
+  }
 }
 
 async function repairStaleMount(

@@ -104,6 +104,20 @@ export interface MountOpts {
    * be written to the layer while it is held.
    */
   keepTarSplit?: boolean;
+  /**
+   * `get` only: a reference for the length of one operation of this process
+   * (released by `put(id, { transient: true })`). It is also recorded with a
+   * lock the process holds, so that `check --repair` can drop it when the
+   * process died holding it; without it a reference outlives its process on
+   * purpose (`strata mount`).
+   */
+  transient?: boolean;
+}
+
+/** Options of `put`. */
+export interface PutOpts {
+  /** Release a reference taken with `get(id, { transient: true })`. */
+  transient?: boolean;
 }
 
 /**
@@ -406,7 +420,7 @@ export interface Driver extends AsyncDisposable {
   /** Mount (if needed) and return the path of the layer's root. */
   get(id: string, opts?: MountOpts): Promise<string>;
   /** Release one reference taken by `get`; unmounts on the last. */
-  put(id: string): Promise<void>;
+  put(id: string, opts?: PutOpts): Promise<void>;
   /**
    * `get` as a disposable: `await using m = await driver.mount(id)` gives
    * `m.path`, and the reference is dropped (`put`) when `m` goes out of

@@ -138,12 +138,13 @@ async function prepareApply(driver: UnionDriver, id: string): Promise<boolean> {
  * they do not change the layer, so its tar-split record stays valid.
  */
 function naive(driver: UnionDriver, readOnly = false): NaiveDiff {
-  const getPut: GetPut = readOnly
-    ? {
-      get: (id, opts) => driver.get(id, { ...opts, keepTarSplit: true }),
-      put: (id) => driver.put(id),
-    }
-    : driver;
+  // Transient references: a kill between get and put leaves a record that
+  // check --repair finds, instead of a mount nobody can tell from a held one.
+  const getPut: GetPut = {
+    get: (id, opts) =>
+      driver.get(id, { ...opts, keepTarSplit: readOnly || opts?.keepTarSplit, transient: true }),
+    put: (id) => driver.put(id, { transient: true }),
+  };
   return new NaiveDiff(getPut, {
     uidMaps: driver.uidMaps,
     gidMaps: driver.gidMaps,
@@ -290,8 +291,8 @@ const plainArchive: LayerArchive = {
         // The naive path writes through the layer's union, mounted for the
         // apply alone; the lock is held, so the locked get/put are used.
         const locked: GetPut = {
-          get: (i, o) => driver.getLocked(i, o),
-          put: (i) => driver.putLocked(i),
+          get: (i, o) => driver.getLocked(i, { ...o, transient: true }),
+          put: (i) => driver.putLocked(i, { transient: true }),
         };
         size = await new NaiveDiff(locked, {
           uidMaps: driver.uidMaps,

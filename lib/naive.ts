@@ -8,7 +8,7 @@
  */
 
 import type { Libc } from "../ffi/libc.ts";
-import type { ApplyDiffOpts, Change, IDMap, MountOpts } from "./driver.ts";
+import type { ApplyDiffOpts, Change, IDMap, MountOpts, PutOpts } from "./driver.ts";
 import { changesDirs } from "./archive/changes.ts";
 import { exportChanges } from "./archive/export.ts";
 import { changesSize } from "./archive/size.ts";
@@ -29,7 +29,7 @@ export interface GetPut {
   /** Mount layer `id` and return its root. */
   get(id: string, opts?: MountOpts): Promise<string>;
   /** Release a reference taken by `get`. */
-  put(id: string): Promise<void>;
+  put(id: string, opts?: PutOpts): Promise<void>;
 }
 
 /**

@@ -31,6 +31,7 @@ import type {
   MountedLayer,
   MountOpts,
   OperationOpts,
+  PutOpts,
   RemoveOpts,
 } from "./driver.ts";
 import {
@@ -54,6 +55,7 @@ import { isMountpoint, makePrivate, readMountinfo, unmountRetry } from "./mounts
 import { MountCounts } from "./refcount.ts";
 import { atomicRemove, ensureRemoveAll, sweepRemoving } from "./remove.ts";
 import { LayerStore } from "./store.ts";
+import { TransientRefs } from "./transient_refs.ts";
 import { layerArchive, withSource } from "./layer_archive.ts";
 import { TarSplitStore } from "./tar_split_store.ts";
 import { staleTempFiles } from "./atomic_write.ts";
@@ -358,6 +360,8 @@ export class UnionDriver implements Driver {
   readonly root: string;
   /** The metadata store (`layers/`, `incomplete/`). */
   readonly store: LayerStore;
+  /** Records of references taken for one operation (`refs/`), see `transient_refs.ts`. */
+  readonly refs: TransientRefs;
   /** The tar-split records of applied layers, `R/tar-split` (see `tar_split_store.ts`). */
   readonly tarSplit: TarSplitStore;
   /** The system calls this driver makes. */
@@ -406,6 +410,7 @@ export class UnionDriver implements Driver {
     this.#adopt = opts.adopt ?? false;
     this.#createRoot = opts.createRoot ?? true;
     this.store = new LayerStore(this.root);
+    this.refs = new TransientRefs(this.root);
     this.tarSplit = new TarSplitStore(this.root);
     this.#locks = new LayerLocks(join(this.root, "locks"), { keep: (id) => this.#present(id) });
     this.#counts = new MountCounts(join(this.root, "counts"), (p) => backend.isMounted(p));
@@ -968,27 +973,37 @@ export class UnionDriver implements Driver {
     }
     const target = this.mountDir(id);
     const count = await this.#counts.increment(id, target);
-    if (count > 1) {
-      this.#held.set(id, target);
-      return target;
+    if (count === 1) {
+      try {
+        await this.#mountUnion(id, target, chain, opts?.mountLabel);
+      } catch (e) {
+        await this.#counts.decrement(id, target);
+        throw e;
+      }
     }
-    try {
-      await this.#mountUnion(id, target, chain, opts?.mountLabel);
-    } catch (e) {
-      await this.#counts.decrement(id, target);
-      throw e;
-    }
+    if (opts?.transient) await this.#recordTransient(id, target);
     this.#held.set(id, target);
     return target;
+  }
+
+  /** Record a transient reference just taken; if that fails, give the reference back. */
+  async #recordTransient(id: string, target: string): Promise<void> {
+    try {
+      await this.refs.add(id);
+    } catch (e) {
+      const left = await this.#counts.decrement(id, target);
+      if (left === 0) await this.#unmountRetrying(id, target, "get");
+      throw new LayerError(id, "get: record the reference", this.refs.dir, e);
+    }
   }
 
   /**
    * Drop a reference on layer `id`; the last one unmounts its union (EBUSY
    * retried). Counts never go below zero.
    */
-  async put(id: string): Promise<void> {
+  async put(id: string, opts?: PutOpts): Promise<void> {
     validateLayerId(id);
-    await this.#locks.withLayer(id, () => this.putLocked(id));
+    await this.#locks.withLayer(id, () => this.putLocked(id, opts));
   }
 
   /**
@@ -1004,9 +1019,28 @@ export class UnionDriver implements Driver {
     this.#held.delete(id);
   }
 
-  /** {@linkcode UnionDriver.put} for a caller that already holds layer `id`'s lock. */
-  async putLocked(id: string): Promise<void> {
+  /**
+   * Drop the reference that the transient record `path` of layer `id` stands
+   * for, if the process that took it is gone (its record unlocked): the
+   * record is deleted first, then the count goes down (unmounting on the
+   * last), so a kill in between can leak a reference but never drop one twice.
+   * Resolves to false when the record is gone or alive by the time the
+   * layer's lock is held.
+   */
+  async dropDeadReference(id: string, path: string): Promise<boolean> {
     validateLayerId(id);
+    return await this.#locks.withLayer(id, async () => {
+      if (!this.refs.isDead(path)) return false;
+      await this.refs.removeRecord(id, path);
+      await this.putLocked(id);
+      return true;
+    });
+  }
+
+  /** {@linkcode UnionDriver.put} for a caller that already holds layer `id`'s lock. */
+  async putLocked(id: string, opts?: PutOpts): Promise<void> {
+    validateLayerId(id);
+    if (opts?.transient) await this.refs.drop(id);
     const chain = await this.store.parents(id);
     const target = chain.length === 0 ? null : this.mountDir(id);
     const count = await this.#counts.decrement(id, target);
@@ -1226,6 +1260,7 @@ export class UnionDriver implements Driver {
       throw new LayerError(id, `remove: forget in ${this.name} backend`, "", e);
     }
     await this.#counts.reset(id);
+    await this.refs.forget(id);
     this.#held.delete(id);
     await this.store.clearIncomplete(id);
     await this.#locks.discard(id);

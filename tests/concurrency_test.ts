@@ -35,7 +35,7 @@ Deno.test("create/rm/mount/umount from five processes at once leave a clean stor
     await d.create("S", "A");
     await Deno.writeTextFile(join(d.diffDir("S"), "s"), "shared\n");
     await d.create("P", "A");
-    const top = [...topNames(root), "counts", "locks", "incomplete"];
+    const top = [...topNames(root), "counts", "locks", "incomplete", "refs"];
     const sharedBefore = treeHash(d.diffDir("S"));
 
     const cli = (...args: string[]) =>

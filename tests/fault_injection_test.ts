@@ -177,6 +177,17 @@ const SCENARIOS: Scenario[] = [
     mayBeMounted: ["B"],
   },
   {
+    name: "cleanup",
+    setup: async (d, c) => {
+      await base(d, c);
+      await d.get("B");
+    },
+    args: () => ["cleanup"],
+    inflight: [],
+    mayVanish: false,
+    mayBeMounted: ["B"],
+  },
+  {
     name: "check --repair",
     setup: async (d, c) => {
       await base(d, c);
@@ -463,7 +474,7 @@ Deno.test({
         await t.step(scenario.name, async () => {
           // The reference run: no fault; tells the points and the state after success.
           const ref = await freshStore(dir, n++, scenario, tars);
-          const top = [...topNames(ref.root), "counts", "locks", "incomplete"];
+          const top = [...topNames(ref.root), "counts", "locks", "incomplete", "refs"];
           const counted = await runCli(["--root", ref.root, ...scenario.args(ref)], ref.root, {
             kind: "count",
           });

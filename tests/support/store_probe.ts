@@ -12,6 +12,7 @@ import { createHash } from "node:crypto";
 import { join } from "node:path";
 import { AT, O, systemLibc } from "../../ffi/libc.ts";
 import { mountpointsUnder } from "../../lib/mounts.ts";
+import { TransientRefs } from "../../lib/transient_refs.ts";
 
 /** One layer as found on disk. */
 export interface LayerState {
@@ -144,7 +145,8 @@ export function topNames(root: string): string[] {
  * `layers/`, `incomplete/`, `counts/`, `locks/` of other names, layer dirs
  * (`diff/`, `mnt/`, `work/`) of no layer, short links in `l/` that lead to no
  * layer, an unmounted `mnt/<id>` that is not empty, and top-level entries
- * that a fresh root does not have. `mounted` are the mountpoints (a mounted
+ * that a fresh root does not have, records of transient references (`refs/`)
+ * of no layer or of a process that is gone. `mounted` are the mountpoints (a mounted
  * `mnt/<id>` is not looked into).
  */
 export function leftovers(
@@ -166,6 +168,16 @@ export function leftovers(
       if (
         dir === "mnt" && !mounted.includes(join(real, dir, name)) && names(path).length > 0
       ) out.push(`${path} (not mounted, not empty)`);
+    }
+  }
+  const refs = new TransientRefs(root);
+  for (const id of names(join(root, "refs"))) {
+    if (!layers.has(id)) out.push(join(root, "refs", id));
+    else {
+      for (const name of names(join(root, "refs", id))) {
+        const path = join(root, "refs", id, name);
+        if (refs.isDead(path)) out.push(path);
+      }
     }
   }
   for (const name of names(join(root, "l"))) {
