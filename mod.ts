@@ -92,6 +92,7 @@ export { validateLayerId } from "./lib/ids.ts";
 export { LayerStore } from "./lib/store.ts";
 export { MARKER_NAME, readMarker, systemPathProblem } from "./lib/root_marker.ts";
 export type { ProbeRecord, RootMarker } from "./lib/root_marker.ts";
+export { type RefRecord, TransientRefs } from "./lib/transient_refs.ts";
 export { backingFsName, FS_MAGIC, fsName } from "./lib/fsmagic.ts";
 
 // The generic union driver and the two backends
