@@ -114,7 +114,17 @@ export interface MountOpts {
   transient?: boolean;
 }
 
-/** Options of `put`. */
+/**
+ * Options of `put`.
+ *
+ * @example
+ * ```ts
+ * import { openDriver } from "../mod.ts";
+ * const d = await openDriver("auto", "/var/lib/strata");
+ * const root = await d.get("app", { transient: true }); // held for this operation only
+ * await d.put("app", { transient: true });
+ * ```
+ */
 export interface PutOpts {
   /** Release a reference taken with `get(id, { transient: true })`. */
   transient?: boolean;

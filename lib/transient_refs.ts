@@ -19,7 +19,16 @@
 import { join } from "node:path";
 import { validateLayerId } from "./ids.ts";
 
-/** One record of a transient reference. */
+/**
+ * One record of a transient reference.
+ *
+ * @example
+ * ```ts
+ * import { TransientRefs } from "./transient_refs.ts";
+ * const refs = new TransientRefs("/var/lib/strata");
+ * for (const r of refs.dead()) console.log(r.id, r.path);
+ * ```
+ */
 export interface RefRecord {
   /** The layer referenced. */
   id: string;
