@@ -21,14 +21,34 @@ import { REMOVING_SUFFIX } from "./ids.ts";
 import { granted } from "./permissions.ts";
 import { readTextFileViaLibc } from "../ffi/libc.ts";
 
-/** File name of the marker in the root. */
+/**
+ * File name of the marker in the root.
+ *
+ * @example
+ * ```ts
+ * import { MARKER_NAME } from "../mod.ts";
+ * console.log(`/var/lib/strata/${MARKER_NAME}`); // the file that says a root is strata's
+ * ```
+ */
 export const MARKER_NAME = "strata.json";
 /** The value of the marker's `format` field. */
 export const MARKER_FORMAT = "strata-root";
 /** The marker format this version writes, and the newest it opens. */
 export const MARKER_VERSION = 1;
 
-/** The cached outcome of one backend's Init probes on one kernel release. */
+/**
+ * The cached outcome of one backend's Init probes on one kernel release.
+ *
+ * @example
+ * ```ts
+ * import { type ProbeRecord, readMarker } from "../mod.ts";
+ * const probes = readMarker("/var/lib/strata")?.probes ?? {};
+ * for (const [release, byBackend] of Object.entries(probes)) {
+ *   const rec: ProbeRecord | undefined = byBackend["overlay"];
+ *   console.log(release, rec?.backingFs, rec?.results);
+ * }
+ * ```
+ */
 export interface ProbeRecord {
   /** Backing filesystem of the root when probed. */
   backingFs: string;
@@ -36,7 +56,16 @@ export interface ProbeRecord {
   results: Record<string, unknown>;
 }
 
-/** The content of `strata.json`. */
+/**
+ * The content of `strata.json`.
+ *
+ * @example
+ * ```ts
+ * import { readMarker, type RootMarker } from "../mod.ts";
+ * const marker: RootMarker | undefined = readMarker("/var/lib/strata");
+ * console.log(marker ? `${marker.driver} root, format ${marker.version}` : "not a strata root");
+ * ```
+ */
 export interface RootMarker {
   /** Always {@linkcode MARKER_FORMAT}. */
   format: string;
